@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from karkhana.api.deps import WRITERS, CurrentUser, RuntimeDep, require
+from karkhana.core.errors import NotFound
+from karkhana.security.devices import Device
+from karkhana.security.users import User
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+Writer = Annotated[User, Depends(require(*WRITERS))]
+
+
+class DeviceOut(BaseModel):
+    id: str
+    name: str
+    template: str | None
+    created_ms: int
+    token_changed_ms: int
+
+    @classmethod
+    def of(cls, d: Device) -> DeviceOut:
+        return cls(
+            id=d.id,
+            name=d.name,
+            template=d.template,
+            created_ms=d.created_ms,
+            token_changed_ms=d.token_changed_ms,
+        )
+
+
+class DeviceCreate(BaseModel):
+    id: str = Field(min_length=1, max_length=64, examples=["loom-01"])
+    name: str | None = Field(default=None, max_length=200)
+    template: str | None = Field(default=None, max_length=64)
+
+
+class DeviceCredentials(BaseModel):
+    id: str
+    token: str = Field(description="shown only once; store it in the device")
+    mqtt_username: str
+    mqtt_topic: str
+
+
+def _credentials(device_id: str, token: str) -> DeviceCredentials:
+    return DeviceCredentials(
+        id=device_id,
+        token=token,
+        mqtt_username=device_id,
+        mqtt_topic=f"karkhana/{device_id}/telemetry",
+    )
+
+
+@router.get("")
+async def list_devices(rt: RuntimeDep, user: CurrentUser) -> list[DeviceOut]:
+    return [DeviceOut.of(d) for d in await rt.devices.list()]
+
+
+@router.post("", status_code=201)
+async def create_device(body: DeviceCreate, rt: RuntimeDep, user: Writer) -> DeviceCredentials:
+    """Register a device. The answer holds its token, which is never shown again."""
+    if body.template is not None and body.template not in rt.assets.templates:
+        raise NotFound(f"no machine template {body.template}")
+    device, token = await rt.devices.create(body.id, body.name, body.template)
+    return _credentials(device.id, token)
+
+
+@router.get("/{device_id}")
+async def get_device(device_id: str, rt: RuntimeDep, user: CurrentUser) -> DeviceOut:
+    return DeviceOut.of(await rt.devices.get(device_id))
+
+
+@router.get("/{device_id}/keys")
+async def device_keys(device_id: str, rt: RuntimeDep, user: CurrentUser) -> list[str]:
+    """Every telemetry key this device has sent."""
+    await rt.devices.get(device_id)
+    return await rt.store.keys(device_id)
+
+
+@router.post("/{device_id}/rotate-token")
+async def rotate_token(device_id: str, rt: RuntimeDep, user: Writer) -> DeviceCredentials:
+    """Issue a new token; the old one stops working and its MQTT connections are closed."""
+    return _credentials(device_id, await rt.devices.rotate(device_id))
+
+
+@router.delete("/{device_id}", status_code=204)
+async def delete_device(device_id: str, rt: RuntimeDep, user: Writer, purge: bool = False) -> None:
+    """Remove a device; with ``purge=true`` its stored telemetry is deleted too."""
+    await rt.devices.delete(device_id)
+    if purge:
+        await rt.store.delete_device(device_id)

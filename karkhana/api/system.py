@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from karkhana import __version__
+from karkhana.api.deps import RuntimeDep, require
+from karkhana.security.users import Role, User
+
+router = APIRouter(prefix="/api/v1", tags=["system"])
+
+
+@router.get("/health")
+async def health(rt: RuntimeDep) -> dict[str, Any]:
+    """Liveness for load balancers and the edge agent; needs no login."""
+    return {"status": "ok", "version": __version__, "writer_queue": rt.db.queue_depth}
+
+
+@router.get("/ingest/stats")
+async def ingest_stats(
+    rt: RuntimeDep, user: Annotated[User, Depends(require(Role.ADMIN, Role.ENGINEER))]
+) -> dict[str, Any]:
+    """Per-device counts of stored, duplicate and rejected messages with the last reason."""
+    return {"devices": rt.ingestor.snapshot(), "commits": rt.db.commits}

@@ -1,0 +1,170 @@
+"""Settings as one typed table: name, type, default, help.
+
+Every setting can come from a command-line flag (``--http-port``) or the environment
+(``KARKHANA_HTTP_PORT``); flags win. The table is the single source for both and for the docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from karkhana.core.errors import ConfigError
+
+PREFIX = "KARKHANA_"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("http_host", str, "0.0.0.0", "address the HTTP API and dashboard listen on"),
+    Setting("http_port", int, 8000, "port of the HTTP API and dashboard"),
+    Setting("mqtt_host", str, "0.0.0.0", "address the embedded MQTT broker listens on"),
+    Setting("mqtt_port", int, 1883, "port of the embedded MQTT broker"),
+    Setting(
+        "mqtt_url",
+        str,
+        "",
+        "external MQTT broker to subscribe to (mqtt://user:password@host:port) instead of"
+        " embedding one",
+        secret=True,
+    ),
+    Setting("data_dir", Path, Path("data"), "folder for the database and generated files"),
+    Setting(
+        "admin_password",
+        str,
+        "",
+        "password of the first admin, used on first start only; random and printed once if unset",
+        secret=True,
+    ),
+    Setting("max_payload_bytes", int, 256 * 1024, "largest telemetry message accepted"),
+    Setting("max_future_s", int, 86_400, "reject samples timestamped further ahead than this"),
+    Setting("raw_retention_days", int, 30, "days raw samples are kept (0 = forever)"),
+    Setting("rollup_1m_retention_days", int, 400, "days 1-minute rollups are kept (0 = forever)"),
+    Setting("rollup_1h_retention_days", int, 0, "days 1-hour rollups are kept (0 = forever)"),
+    Setting(
+        "sqlite_synchronous",
+        str,
+        "FULL",
+        "SQLite fsync policy: FULL survives power cuts with no loss of acknowledged data;"
+        " NORMAL may lose the last commits on a power cut",
+    ),
+    Setting("writer_max_batch", int, 5000, "most samples the writer commits in one transaction"),
+    Setting("token_ttl_hours", int, 12, "lifetime of API tokens issued at login"),
+    Setting("log_level", str, "info", "debug, info, warning or error"),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http_host: str = "0.0.0.0"
+    http_port: int = 8000
+    mqtt_host: str = "0.0.0.0"
+    mqtt_port: int = 1883
+    mqtt_url: str = ""
+    data_dir: Path = Path("data")
+    admin_password: str = ""
+    max_payload_bytes: int = 256 * 1024
+    max_future_s: int = 86_400
+    raw_retention_days: int = 30
+    rollup_1m_retention_days: int = 400
+    rollup_1h_retention_days: int = 0
+    sqlite_synchronous: str = "FULL"
+    writer_max_batch: int = 5000
+    token_ttl_hours: int = 12
+    log_level: str = "info"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "karkhana.db"
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def _convert(setting: Setting, raw: str, source: str) -> Any:
+    try:
+        value = setting.type(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{source}: expected {setting.type.__name__} for {setting.name}, got {raw!r}"
+        ) from None
+    if setting.type is int and value < 0:
+        raise ConfigError(f"{source}: {setting.name} must not be negative")
+    if setting.name.endswith("_port") and not 0 <= value <= 65535:
+        raise ConfigError(f"{source}: {setting.name} must be a port number (0-65535)")
+    if setting.name == "sqlite_synchronous" and str(value).upper() not in {
+        "FULL",
+        "NORMAL",
+        "EXTRA",
+    }:
+        raise ConfigError(f"{source}: sqlite_synchronous must be FULL, NORMAL or EXTRA")
+    return value
+
+
+def load(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings from defaults, then ``KARKHANA_*`` environment variables, then overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = env.get(PREFIX + s.name.upper())
+        if raw is not None and raw != "":
+            values[s.name] = _convert(s, raw, PREFIX + s.name.upper())
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in _BY_NAME:
+            raise ConfigError(f"unknown setting {name}")
+        s = _BY_NAME[name]
+        values[name] = value if isinstance(value, s.type) else _convert(s, str(value), "--" + name)
+    return Settings(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add a ``--flag`` for each setting (or the named ones) to an argparse parser."""
+    for s in SETTINGS:
+        if names is not None and s.name not in names:
+            continue
+        parser.add_argument(
+            "--" + s.name.replace("_", "-"),
+            dest=s.name,
+            default=None,
+            metavar=s.type.__name__.upper(),
+            help=f"{s.help} (env {PREFIX}{s.name.upper()}, default {s.default!s:.40})",
+        )
+
+
+def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    overrides = {s.name: getattr(args, s.name, None) for s in SETTINGS}
+    return load(environ, overrides)
+
+
+def describe() -> str:
+    """Markdown table of every setting, for docs/configuration.md."""
+    lines = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "(none)" if s.default in ("", None) else f"`{s.default}`"
+        lines.append(
+            f"| `--{s.name.replace('_', '-')}` | `{PREFIX}{s.name.upper()}` | {default} | {s.help} |"
+        )
+    return "\n".join(lines)
+
+
+assert {f.name for f in fields(Settings)} == set(_BY_NAME), "Settings and SETTINGS must agree"

@@ -1,0 +1,134 @@
+"""The device registry: who may send data, each with its own secret token (stored hashed).
+
+Token checks happen on every message, so digests are cached in memory and refreshed on every
+change made through this registry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from karkhana.core.clock import SYSTEM_CLOCK, Clock
+from karkhana.core.errors import Conflict, InvalidPayload, NotFound
+from karkhana.core.model import is_valid_device_id
+from karkhana.security.secrets import new_token, token_digest, token_matches
+from karkhana.store.database import Database
+
+DeviceListener = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    name: str
+    template: str | None
+    created_ms: int
+    token_changed_ms: int
+
+
+def _device(row: tuple[str, str, str | None, int, int]) -> Device:
+    return Device(*row)
+
+
+_COLUMNS = "id, name, template, created_ms, token_changed_ms"
+
+
+class DeviceRegistry:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.db = db
+        self.clock = clock
+        self._digests: dict[str, str] = {}
+        self._revoked: list[DeviceListener] = []
+
+    async def load(self) -> None:
+        rows = await self.db.execute_read_fn(
+            lambda c: c.execute("SELECT id, token_hash FROM devices").fetchall()
+        )
+        self._digests = dict(rows)
+
+    def on_revoked(self, listener: DeviceListener) -> None:
+        """Call ``listener(device_id)`` when a device's token is rotated or the device deleted."""
+        self._revoked.append(listener)
+
+    def exists(self, device_id: str) -> bool:
+        return device_id in self._digests
+
+    def verify(self, device_id: str, token: str | None) -> bool:
+        digest = self._digests.get(device_id)
+        if digest is None or not token:
+            return False
+        return token_matches(token, digest)
+
+    async def create(
+        self, device_id: str, name: str | None = None, template: str | None = None
+    ) -> tuple[Device, str]:
+        """Register a device; returns it and its token, which is shown only this once."""
+        if not is_valid_device_id(device_id):
+            raise InvalidPayload(
+                "id: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )
+        token = new_token("kd")
+        now = self.clock.now_ms()
+        device = Device(device_id, name or device_id, template, now, now)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO devices ({_COLUMNS}, token_hash) VALUES (?, ?, ?, ?, ?, ?)",
+                    (device.id, device.name, template, now, now, token_digest(token)),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"device {device_id} already exists") from None
+
+        await self.db.execute_write_fn(insert)
+        self._digests[device_id] = token_digest(token)
+        return device, token
+
+    async def rotate(self, device_id: str) -> str:
+        """Give a device a new token; the old one stops working at once."""
+        token = new_token("kd")
+        now = self.clock.now_ms()
+
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE devices SET token_hash = ?, token_changed_ms = ? WHERE id = ?",
+                (token_digest(token), now, device_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no device {device_id}")
+
+        await self.db.execute_write_fn(update)
+        self._digests[device_id] = token_digest(token)
+        self._notify(device_id)
+        return token
+
+    async def delete(self, device_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount == 0:
+                raise NotFound(f"no device {device_id}")
+
+        await self.db.execute_write_fn(delete)
+        self._digests.pop(device_id, None)
+        self._notify(device_id)
+
+    async def get(self, device_id: str) -> Device:
+        row = await self.db.execute_read_fn(
+            lambda c: c.execute(
+                f"SELECT {_COLUMNS} FROM devices WHERE id = ?", (device_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no device {device_id}")
+        return _device(row)
+
+    async def list(self) -> list[Device]:
+        rows = await self.db.execute_read_fn(
+            lambda c: c.execute(f"SELECT {_COLUMNS} FROM devices ORDER BY id").fetchall()
+        )
+        return [_device(r) for r in rows]
+
+    def _notify(self, device_id: str) -> None:
+        for listener in self._revoked:
+            listener(device_id)

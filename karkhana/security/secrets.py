@@ -1,0 +1,50 @@
+"""Generation and hashing of secrets.
+
+Device and API tokens are 256-bit random values, so a fast SHA-256 digest is enough to store
+them safely (nothing to brute-force) and lets every message be checked in microseconds.
+Passwords chosen by people are weak by comparison and get argon2, which is slow on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+_HASHER = PasswordHasher()
+_DUMMY = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def new_token(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def new_password() -> str:
+    """A random password that is easy to read aloud and type on a phone."""
+    alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+    groups = ["".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4)]
+    return "-".join(groups)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str, digest: str) -> bool:
+    return hmac.compare_digest(token_digest(token), digest)
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def verify_password(password: str, hashed: str | None) -> bool:
+    """Constant work whether or not the user exists (``hashed`` None checks a dummy hash)."""
+    try:
+        ok = _HASHER.verify(hashed or _DUMMY, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    return ok and hashed is not None
