@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -73,7 +74,10 @@ class Runtime:
         mode = "off"
         if mqtt and self.settings.mqtt_url:
             address = BrokerAddress.parse(self.settings.mqtt_url)
-            self.listener = MqttListener(address, self.ingestor)
+            # a stable client id keeps the broker-side session (and its queued messages)
+            # across restarts of this server
+            install = hashlib.sha1(str(self.settings.data_dir.resolve()).encode()).hexdigest()[:10]
+            self.listener = MqttListener(address, self.ingestor, client_id=f"karkhana-{install}")
             await asyncio.to_thread(self.listener.start)
             mode = f"external broker {address.host}:{address.port}"
         elif mqtt:

@@ -78,7 +78,9 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def admin(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    r = await client.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
     assert r.status_code == 200, r.text
     client.headers["Authorization"] = f"Bearer {r.json()['token']}"
     return client

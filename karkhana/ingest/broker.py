@@ -76,13 +76,12 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         self.ingestor = ingestor
         ingestor.devices.on_revoked(self._revoked)
 
-    async def _init_handler(
-        self, session: Session, reader: Any, writer: Any
-    ) -> BrokerProtocolHandler:
-        handler = _IngestingHandler(self.plugins_manager, loop=self._loop)
+    async def _initialize_client_session(self, *args: Any, **kwargs: Any) -> tuple[Any, Session]:
+        handler, session = await super()._initialize_client_session(*args, **kwargs)
+        # amqtt builds its handler through a classmethod of the base class; give it ours.
+        handler.__class__ = _IngestingHandler
         handler.ingestor = self.ingestor
-        handler.attach(session, reader, writer)
-        return handler
+        return handler, session
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         ok = bool(session.username) and self.ingestor.devices.verify(

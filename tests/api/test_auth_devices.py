@@ -9,10 +9,14 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_login_wrong_password_is_401(client: httpx.AsyncClient) -> None:
-    r = await client.post("/api/v1/auth/login", json={"username": "admin", "password": "nope-nope-nope"})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": "nope-nope-nope"}
+    )
     assert r.status_code == 401
     assert r.json()["reason"] == "unauthorized"
-    r = await client.post("/api/v1/auth/login", json={"username": "ghost", "password": ADMIN_PASSWORD})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": "ghost", "password": ADMIN_PASSWORD}
+    )
     assert r.status_code == 401
 
 
@@ -36,7 +40,9 @@ async def test_device_lifecycle(admin: httpx.AsyncClient) -> None:
     first = r.json()["token"]
     assert (await admin.post("/api/v1/devices", json={"id": "press-1"})).status_code == 409
     assert (await admin.post("/api/v1/devices", json={"id": "bad id!"})).status_code == 400
-    assert (await admin.post("/api/v1/devices", json={"id": "x", "template": "warp_drive"})).status_code == 404
+    assert (
+        await admin.post("/api/v1/devices", json={"id": "x", "template": "warp_drive"})
+    ).status_code == 404
     devices = (await admin.get("/api/v1/devices")).json()
     assert [d["id"] for d in devices] == ["press-1"]
     assert "token" not in devices[0] and "token_hash" not in devices[0]
@@ -44,9 +50,13 @@ async def test_device_lifecycle(admin: httpx.AsyncClient) -> None:
     second = (await admin.post("/api/v1/devices/press-1/rotate-token")).json()["token"]
     assert second != first
     send = {"values": {"strokes_per_min": 30}}
-    old = await admin.post("/api/v1/telemetry/press-1", json=send, headers={"Authorization": f"Bearer {first}"})
+    old = await admin.post(
+        "/api/v1/telemetry/press-1", json=send, headers={"Authorization": f"Bearer {first}"}
+    )
     assert old.status_code == 401
-    new = await admin.post("/api/v1/telemetry/press-1", json=send, headers={"Authorization": f"Bearer {second}"})
+    new = await admin.post(
+        "/api/v1/telemetry/press-1", json=send, headers={"Authorization": f"Bearer {second}"}
+    )
     assert new.status_code == 200
 
     assert (await admin.delete("/api/v1/devices/press-1?purge=true")).status_code == 204

@@ -37,10 +37,15 @@ async def test_health_needs_no_login(client: httpx.AsyncClient) -> None:
 
 async def test_ingest_then_query_latest_range_and_csv(admin: httpx.AsyncClient) -> None:
     token = await make_device(admin)
-    r = await post(admin, "loom-01", token, [
-        {"ts": NOW - 2000, "values": {"vibration_rms_mm_s": 2.5, "state": "running"}},
-        {"ts": NOW - 1000, "values": {"vibration_rms_mm_s": 3.5, "running": True}},
-    ])
+    r = await post(
+        admin,
+        "loom-01",
+        token,
+        [
+            {"ts": NOW - 2000, "values": {"vibration_rms_mm_s": 2.5, "state": "running"}},
+            {"ts": NOW - 1000, "values": {"vibration_rms_mm_s": 3.5, "running": True}},
+        ],
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"stored": 4, "duplicates": 0}
 
@@ -48,7 +53,9 @@ async def test_ingest_then_query_latest_range_and_csv(admin: httpx.AsyncClient) 
     assert latest["vibration_rms_mm_s"] == {"ts": NOW - 1000, "value": 3.5}
     assert latest["state"]["value"] == "running"
 
-    r = await admin.get("/api/v1/telemetry/loom-01/vibration_rms_mm_s", params={"start": NOW - 5000})
+    r = await admin.get(
+        "/api/v1/telemetry/loom-01/vibration_rms_mm_s", params={"start": NOW - 5000}
+    )
     assert r.json()["points"] == [[NOW - 2000, 2.5], [NOW - 1000, 3.5]]
     assert r.json()["bucket"] is None
 
@@ -59,7 +66,8 @@ async def test_ingest_then_query_latest_range_and_csv(admin: httpx.AsyncClient) 
     assert [p[1] for p in r.json()["points"]] == [3.5]
 
     r = await admin.get(
-        "/api/v1/telemetry/loom-01/vibration_rms_mm_s", params={"start": NOW - 5000, "format": "csv"}
+        "/api/v1/telemetry/loom-01/vibration_rms_mm_s",
+        params={"start": NOW - 5000, "format": "csv"},
     )
     assert r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()
@@ -67,7 +75,9 @@ async def test_ingest_then_query_latest_range_and_csv(admin: httpx.AsyncClient) 
     assert lines[1].startswith(f"{NOW - 2000},") and lines[1].endswith(",2.5")
 
     assert (await admin.get("/api/v1/devices/loom-01/keys")).json() == [
-        "running", "state", "vibration_rms_mm_s",
+        "running",
+        "state",
+        "vibration_rms_mm_s",
     ]
 
 
@@ -105,7 +115,9 @@ async def test_oversize_payload_is_413(admin: httpx.AsyncClient, runtime: Runtim
     assert r.json()["reason"] == "payload_too_large"
 
 
-async def test_wrong_token_and_unknown_device_are_401(admin: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_wrong_token_and_unknown_device_are_401(
+    admin: httpx.AsyncClient, runtime: Runtime
+) -> None:
     token = await make_device(admin)
     assert (await post(admin, "loom-01", "kd_wrong", {"values": {"t": 1}})).status_code == 401
     assert (await post(admin, "nobody", token, {"values": {"t": 1}})).status_code == 401
@@ -121,7 +133,9 @@ async def test_bad_input_does_not_disturb_other_devices(admin: httpx.AsyncClient
     bad = await make_device(admin, "bad")
     for i in range(20):
         await post(admin, "bad", bad, b"\xff\xfe garbage")
-        assert (await post(admin, "good", good, {"ts": NOW + i, "values": {"v": i}})).status_code == 200
+        assert (
+            await post(admin, "good", good, {"ts": NOW + i, "values": {"v": i}})
+        ).status_code == 200
     r = await admin.get("/api/v1/telemetry/good/v", params={"start": NOW, "end": NOW + 100})
     assert len(r.json()["points"]) == 20
 

@@ -51,7 +51,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def brute(samples: list[tuple[int, float]], start: int, end: int, bucket: int, agg: Agg) -> list[list[float]]:
+def brute(
+    samples: list[tuple[int, float]], start: int, end: int, bucket: int, agg: Agg
+) -> list[list[float]]:
     groups: dict[int, list[tuple[int, float]]] = {}
     for ts, v in sorted(samples):
         if start <= ts < end:
@@ -126,9 +128,7 @@ def test_concurrent_writers_each_get_their_result(make_store: Callable[[], Any])
     store = make_store()
 
     async def go() -> None:
-        jobs = [
-            store.write([Sample(f"dev{i % 7}", "v", T0 + i, float(i))]) for i in range(300)
-        ]
+        jobs = [store.write([Sample(f"dev{i % 7}", "v", T0 + i, float(i))]) for i in range(300)]
         results = await asyncio.gather(*jobs)
         assert all(r.stored == 1 for r in results)
         total = 0
@@ -189,7 +189,9 @@ def test_rollups_match_brute_force_randomised(make_store: Callable[[], Any]) -> 
     run(go())
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     points=st.lists(
         st.tuples(st.integers(0, 4 * HOUR), st.integers(-1000, 1000)), min_size=1, max_size=60

@@ -75,13 +75,19 @@ def test_oversize_payload() -> None:
 
 
 def test_encode_roundtrip() -> None:
-    samples = [Sample("loom-1", "a", NOW, 1.0), Sample("loom-1", "b", NOW, "x"), Sample("loom-1", "a", NOW + 1, 2.0)]
+    samples = [
+        Sample("loom-1", "a", NOW, 1.0),
+        Sample("loom-1", "b", NOW, "x"),
+        Sample("loom-1", "a", NOW + 1, 2.0),
+    ]
     assert sorted(d(encode(samples)), key=lambda s: (s.ts, s.key)) == samples
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
