@@ -116,6 +116,8 @@ async def set_password(settings: Settings, username: str, password: str) -> str:
     rt = Runtime(settings)
     try:
         chosen = password or new_password()
+        if username == "admin":
+            await rt.users.ensure_admin(chosen)  # a fresh install has no admin yet
         await rt.users.set_password(username, chosen)
         return chosen
     finally:
