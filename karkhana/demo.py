@@ -58,7 +58,10 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> None:
     transport = MqttTransport("127.0.0.1", rt.settings.mqtt_port, tokens)
     log.info(
         "simulating a %s plant: %d devices at %.3g Hz, %gx speed",
-        plant.profile, len(plant.devices), args.rate, args.speedup,
+        plant.profile,
+        len(plant.devices),
+        args.rate,
+        args.speedup,
     )
     try:
         await run_simulation(plant, transport, args.rate, args.speedup)

@@ -11,7 +11,10 @@ def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProc
     full_env = {**os.environ, "KARKHANA_DATA_DIR": str(tmp_path / "data"), **env}
     return subprocess.run(
         [sys.executable, "-m", "karkhana", *args],
-        capture_output=True, text=True, timeout=60, env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
     )
 
 

@@ -27,7 +27,9 @@ async def test_demo_mill_data_flows_to_the_api(tmp_path: Path) -> None:
     try:
         transport = httpx.ASGITransport(app=create_app(rt))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
-            login = await api.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+            login = await api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
             api.headers["Authorization"] = f"Bearer {login.json()['token']}"
             deadline = time.monotonic() + 20
             points: list[object] = []

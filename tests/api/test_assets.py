@@ -12,8 +12,13 @@ NOW = int(time.time() * 1000)
 async def test_templates_are_listed(admin: httpx.AsyncClient) -> None:
     ids = {t["id"] for t in (await admin.get("/api/v1/templates")).json()}
     assert {
-        "power_loom", "ring_spinning_frame", "air_compressor", "injection_moulding_machine",
-        "cnc_machine", "cold_room", "energy_meter_3ph",
+        "power_loom",
+        "ring_spinning_frame",
+        "air_compressor",
+        "injection_moulding_machine",
+        "cnc_machine",
+        "cold_room",
+        "energy_meter_3ph",
     } <= ids
     loom = (await admin.get("/api/v1/templates/power_loom")).json()
     keys = {s["key"]: s for s in loom["signals"]}
@@ -22,14 +27,30 @@ async def test_templates_are_listed(admin: httpx.AsyncClient) -> None:
 
 
 async def test_build_a_mill_and_read_a_machine_signal(admin: httpx.AsyncClient) -> None:
-    assert (await admin.post("/api/v1/sites", json={"id": "mill", "name": "Faisalabad mill"})).status_code == 201
-    assert (await admin.post("/api/v1/areas", json={"id": "weaving", "site_id": "mill", "name": "Weaving"})).status_code == 201
-    assert (await admin.post("/api/v1/lines", json={"id": "shed-a", "area_id": "weaving", "name": "Shed A"})).status_code == 201
+    assert (
+        await admin.post("/api/v1/sites", json={"id": "mill", "name": "Faisalabad mill"})
+    ).status_code == 201
+    assert (
+        await admin.post(
+            "/api/v1/areas", json={"id": "weaving", "site_id": "mill", "name": "Weaving"}
+        )
+    ).status_code == 201
+    assert (
+        await admin.post(
+            "/api/v1/lines", json={"id": "shed-a", "area_id": "weaving", "name": "Shed A"}
+        )
+    ).status_code == 201
     token = (await admin.post("/api/v1/devices", json={"id": "loom-01"})).json()["token"]
     r = await admin.post(
         "/api/v1/machines",
-        json={"id": "L01", "line_id": "shed-a", "name": "Loom 1", "template": "power_loom", "device_id": "loom-01",
-              "bindings": {"fault": {"device_id": "plc-1", "key": "loom1_fault"}}},
+        json={
+            "id": "L01",
+            "line_id": "shed-a",
+            "name": "Loom 1",
+            "template": "power_loom",
+            "device_id": "loom-01",
+            "bindings": {"fault": {"device_id": "plc-1", "key": "loom1_fault"}},
+        },
     )
     assert r.status_code == 201, r.text
     machine = r.json()
@@ -41,18 +62,31 @@ async def test_build_a_mill_and_read_a_machine_signal(admin: httpx.AsyncClient) 
         json={"ts": NOW - 1000, "values": {"bearing_temp_c": 64.5}},
         headers={"Authorization": f"Bearer {token}"},
     )
-    r = await admin.get("/api/v1/machines/L01/signals/bearing_temp_c", params={"start": NOW - 60_000})
+    r = await admin.get(
+        "/api/v1/machines/L01/signals/bearing_temp_c", params={"start": NOW - 60_000}
+    )
     assert r.json()["points"] == [[NOW - 1000, 64.5]]
     assert (await admin.get("/api/v1/machines/L01/signals/warp_speed")).status_code == 404
 
     tree = (await admin.get("/api/v1/assets")).json()
     assert tree[0]["areas"][0]["lines"][0]["machines"][0]["id"] == "L01"
 
-    assert (await admin.post("/api/v1/lines", json={"id": "x", "area_id": "nowhere", "name": "X"})).status_code == 404
-    assert (await admin.post("/api/v1/sites", json={"id": "mill", "name": "again"})).status_code == 409
-    assert (await admin.post("/api/v1/sites", json={"id": "m2", "name": "M", "timezone": "Mars/Base"})).status_code == 400
-    bad = {"id": "L02", "line_id": "shed-a", "name": "L", "template": "power_loom",
-           "bindings": {"no_such_signal": {"device_id": "d", "key": "k"}}}
+    assert (
+        await admin.post("/api/v1/lines", json={"id": "x", "area_id": "nowhere", "name": "X"})
+    ).status_code == 404
+    assert (
+        await admin.post("/api/v1/sites", json={"id": "mill", "name": "again"})
+    ).status_code == 409
+    assert (
+        await admin.post("/api/v1/sites", json={"id": "m2", "name": "M", "timezone": "Mars/Base"})
+    ).status_code == 400
+    bad = {
+        "id": "L02",
+        "line_id": "shed-a",
+        "name": "L",
+        "template": "power_loom",
+        "bindings": {"no_such_signal": {"device_id": "d", "key": "k"}},
+    }
     assert (await admin.post("/api/v1/machines", json=bad)).status_code == 400
 
     assert (await admin.delete("/api/v1/sites/mill")).status_code == 204

@@ -170,15 +170,25 @@ async def test_points_picks_a_rollup_friendly_bucket(admin: httpx.AsyncClient) -
 async def test_full_disk_is_503_and_recovers(admin: httpx.AsyncClient, runtime: Runtime) -> None:
     token = await make_device(admin)
     assert (await post(admin, "loom-01", token, {"ts": NOW, "values": {"t": 1}})).status_code == 200
-    pages = await runtime.db.execute_write_fn(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    pages = await runtime.db.execute_write_fn(
+        lambda c: c.execute("PRAGMA page_count").fetchone()[0]
+    )
     # SQLite reports a page cap exactly as it reports a full disk (SQLITE_FULL)
     await runtime.db.execute_write_fn(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
-    big = {"samples": [{"ts": NOW + i, "values": {f"k{j}": float(i * j) for j in range(50)}} for i in range(200)]}
+    big = {
+        "samples": [
+            {"ts": NOW + i, "values": {f"k{j}": float(i * j) for j in range(50)}}
+            for i in range(200)
+        ]
+    }
     r = await post(admin, "loom-01", token, big)
     assert r.status_code == 503
     assert r.json()["reason"] == "disk_full"
     await runtime.db.execute_write_fn(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
     r = await post(admin, "loom-01", token, big)
     assert r.status_code == 200 and r.json()["stored"] == 200 * 50
-    r = await admin.get("/api/v1/telemetry/loom-01/k7", params={"start": NOW, "end": NOW + 1000, "bucket": "1h", "agg": "count"})
+    r = await admin.get(
+        "/api/v1/telemetry/loom-01/k7",
+        params={"start": NOW, "end": NOW + 1000, "bucket": "1h", "agg": "count"},
+    )
     assert [p[1] for p in r.json()["points"]] == [200.0]

@@ -11,12 +11,21 @@ from karkhana.core.errors import ConfigError
 
 def test_defaults() -> None:
     s = config.load({})
-    assert (s.http_port, s.mqtt_port, s.data_dir, s.admin_password) == (8000, 1883, Path("data"), "")
+    assert (s.http_port, s.mqtt_port, s.data_dir, s.admin_password) == (
+        8000,
+        1883,
+        Path("data"),
+        "",
+    )
     assert s.db_path == Path("data/karkhana.db")
 
 
 def test_environment_then_flags() -> None:
-    env = {"KARKHANA_HTTP_PORT": "9000", "KARKHANA_MQTT_PORT": "1884", "KARKHANA_DATA_DIR": "/tmp/x"}
+    env = {
+        "KARKHANA_HTTP_PORT": "9000",
+        "KARKHANA_MQTT_PORT": "1884",
+        "KARKHANA_DATA_DIR": "/tmp/x",
+    }
     s = config.load(env)
     assert (s.http_port, s.mqtt_port, s.data_dir) == (9000, 1884, Path("/tmp/x"))
     parser = argparse.ArgumentParser()

@@ -37,10 +37,12 @@ class Device:
         self.client.username_pw_set(username, password)
         self.connected = threading.Event()
         self.disconnected = threading.Event()
+        self.answered = threading.Event()
         self.reason: object = None
 
         def on_connect(c: paho.Client, u: object, f: object, reason: object, p: object) -> None:
             self.reason = reason
+            self.answered.set()
             if not getattr(reason, "is_failure", True):
                 self.connected.set()
             else:
@@ -66,7 +68,7 @@ class Device:
 
 async def connect(rt: Runtime, device_id: str, token: str) -> Device:
     dev = await asyncio.to_thread(Device, rt.settings.mqtt_port, device_id, token)
-    await asyncio.to_thread(lambda: dev.connected.wait(10) or dev.disconnected.wait(1))
+    await asyncio.to_thread(dev.answered.wait, 10)
     return dev
 
 

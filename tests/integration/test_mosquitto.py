@@ -59,8 +59,8 @@ def publish_all(port: int, messages: list[tuple[str, str]]) -> None:
         client.loop_stop()
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: object, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await predicate():  # type: ignore[operator]
             return
