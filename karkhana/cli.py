@@ -166,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from karkhana.sim.cli import run_from_args
 
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            logging.getLogger("httpx").setLevel(logging.WARNING)
             return asyncio.run(run_from_args(args))
         settings = config.from_args(args)
         logging.basicConfig(
