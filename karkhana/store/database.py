@@ -76,6 +76,10 @@ def translate(exc: sqlite3.Error) -> KarkhanaError:
     return StoreUnavailable(f"database error: {text}")
 
 
+WRITER_CACHE_KIB = 32 * 1024
+"""Page cache of the writer: inserts for many series land on many different pages."""
+
+
 def connect(path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -111,6 +115,7 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = connect(path, synchronous=self.synchronous)
+            self._writer.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             migrate(self._writer)
         except sqlite3.Error as exc:
             raise translate(exc) from exc

@@ -26,10 +26,27 @@ from karkhana.store.rollup import HOUR_MS, MINUTE_MS, RAW, Partial, plan
 
 CommitListener = Callable[[list[Sample]], None]
 
-_INSERT = "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES (?, ?, ?, ?)"
-_UPSERT_ROLLUP = """
+_BATCH_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS batch (
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL,
+    text TEXT,
+    job INTEGER NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID
+"""
+_ROLLUP_FROM_BATCH = """
 INSERT INTO {table} (series_id, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+SELECT a.series_id, a.b, a.c, a.s, a.mn, a.mx, a.fts, f.value, a.lts, l.value
+FROM (
+    SELECT series_id, ts - ts % {resolution} AS b, count(*) AS c, sum(value) AS s,
+           min(value) AS mn, max(value) AS mx, min(ts) AS fts, max(ts) AS lts
+    FROM batch WHERE value IS NOT NULL GROUP BY series_id, b
+) AS a
+JOIN batch AS f ON f.series_id = a.series_id AND f.ts = a.fts
+JOIN batch AS l ON l.series_id = a.series_id AND l.ts = a.lts
+WHERE true
 ON CONFLICT (series_id, bucket) DO UPDATE SET
     count = count + excluded.count,
     sum = sum + excluded.sum,
@@ -40,160 +57,136 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET
     last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
     last_ts = max(last_ts, excluded.last_ts)
 """
-_UPSERT_LATEST = """
-INSERT INTO latest (series_id, ts, value, text) VALUES (?, ?, ?, ?)
+_LATEST_FROM_BATCH = """
+INSERT INTO latest (series_id, ts, value, text)
+SELECT series_id, max(ts), value, text FROM batch WHERE true GROUP BY series_id
 ON CONFLICT (series_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, text = excluded.text
 WHERE excluded.ts >= latest.ts
 """
 _ROLLUP_TABLES = {MINUTE_MS: "rollup_1m", HOUR_MS: "rollup_1h"}
 
 
-def _columns(value: Value) -> tuple[float | None, str | None]:
-    if isinstance(value, str):
-        return None, value
-    return float(value), None
-
-
 class _SampleWriter(BatchHandler[Sequence[Sample], WriteResult]):
-    """Writes queued sample lists: dedupe, raw insert, rollups and latest in one transaction."""
+    """Writes queued sample lists: dedupe, raw insert, rollups and latest in one transaction.
+
+    The per-sample work is done by SQLite: the batch goes into a temporary table once, and the
+    raw insert, duplicate removal, rollups and latest values are set-based statements over it.
+    """
 
     batchable = True
 
     def __init__(self, listeners: list[CommitListener]) -> None:
-        self._series: dict[tuple[str, str], int] = {}
-        self._text_series: set[int] = set()
-        self._new_series: list[tuple[str, str]] = []
+        self._series: dict[str, dict[str, int]] = {}
         self._listeners = listeners
+        self._prepared: sqlite3.Connection | None = None
 
-    def series_id(self, conn: sqlite3.Connection, device_id: str, key: str) -> int:
-        sid = self._series.get((device_id, key))
-        if sid is None:
-            row = conn.execute(
-                "SELECT id, has_text FROM series WHERE device_id = ? AND key = ?", (device_id, key)
-            ).fetchone()
-            if row is None:
-                cur = conn.execute(
-                    "INSERT INTO series (device_id, key) VALUES (?, ?)", (device_id, key)
-                )
-                sid = int(cur.lastrowid or 0)
-                self._new_series.append((device_id, key))
-            else:
-                sid = int(row[0])
-                if row[1]:
-                    self._text_series.add(sid)
-            self._series[(device_id, key)] = sid
+    def _series_id(self, conn: sqlite3.Connection, device_id: str, key: str) -> int:
+        row = conn.execute(
+            "SELECT id FROM series WHERE device_id = ? AND key = ?", (device_id, key)
+        ).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO series (device_id, key) VALUES (?, ?)", (device_id, key)
+            )
+            sid = int(cur.lastrowid or 0)
+        else:
+            sid = int(row[0])
+        self._series.setdefault(device_id, {})[key] = sid
         return sid
 
     def forget_device(self, device_id: str) -> None:
-        for k in [k for k in self._series if k[0] == device_id]:
-            self._text_series.discard(self._series.pop(k))
+        self._series.pop(device_id, None)
 
     def rolled_back(self) -> None:
-        for k in self._new_series:
-            self._series.pop(k, None)
-        self._new_series.clear()
-        # has_text flags set in a rolled-back transaction are re-read on next use
         self._series.clear()
-        self._text_series.clear()
 
     def write(
         self, conn: sqlite3.Connection, items: Sequence[Sequence[Sample]]
     ) -> tuple[list[WriteResult], Callable[[], None] | None]:
-        self._new_series.clear()
-        rows: dict[tuple[int, int], tuple[int, Sample]] = {}
-        job_keys: list[list[tuple[int, int]]] = []
+        if self._prepared is not conn:
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute(_BATCH_TABLE)
+            self._prepared = conn
+        series = self._series
+        rows: list[tuple[int, int, Any, str | None, int]] = []
+        texts = False
+        submitted = 0
         for job, samples in enumerate(items):
-            keys = []
+            submitted += len(samples)
             for s in samples:
-                k = (self.series_id(conn, s.device_id, s.key), s.ts)
-                keys.append(k)
-                if k not in rows:
-                    rows[k] = (job, s)
-            job_keys.append(keys)
-
-        params = [(k[0], k[1], *_columns(s.value)) for k, (_, s) in rows.items()]
-        before = conn.total_changes
+                keys = series.get(s.device_id)
+                sid = keys.get(s.key) if keys is not None else None
+                if sid is None:
+                    sid = self._series_id(conn, s.device_id, s.key)
+                v = s.value
+                if v.__class__ is str:
+                    rows.append((sid, s.ts, None, v, job))
+                    texts = True
+                else:
+                    rows.append((sid, s.ts, v, None, job))
+        conn.executemany("INSERT OR IGNORE INTO batch VALUES (?, ?, ?, ?, ?)", rows)
+        unique = conn.execute("SELECT count(*) FROM batch").fetchone()[0]
         conn.execute("SAVEPOINT raw")
-        conn.executemany(_INSERT, params)
-        if conn.total_changes - before == len(params):
-            new = rows
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO samples SELECT series_id, ts, value, text FROM batch"
+        ).rowcount
+        if inserted == unique:
             conn.execute("RELEASE raw")
         else:
-            # Some samples were already stored: find exactly which, so rollups count each once.
+            # Some samples were stored before: drop them from the batch so rollups count each once.
             conn.execute("ROLLBACK TO raw")
             conn.execute("RELEASE raw")
-            new = {}
-            for p, (k, v) in zip(params, rows.items(), strict=True):
-                if conn.execute(_INSERT, p).rowcount == 1:
-                    new[k] = v
-        self._update_derived(conn, new)
-
-        results = []
-        for job, keys in enumerate(job_keys):
-            stored = len({k for k in keys if k in new and new[k][0] == job})
-            results.append(WriteResult(stored=stored, duplicates=len(keys) - stored))
-        self._new_series.clear()
-        committed = [s for _, s in new.values()]
+            conn.execute(
+                "DELETE FROM batch WHERE EXISTS (SELECT 1 FROM samples AS s"
+                " WHERE s.series_id = batch.series_id AND s.ts = batch.ts)"
+            )
+            conn.execute("INSERT INTO samples SELECT series_id, ts, value, text FROM batch")
+        for resolution, table in _ROLLUP_TABLES.items():
+            conn.execute(_ROLLUP_FROM_BATCH.format(table=table, resolution=resolution))
+        conn.execute(_LATEST_FROM_BATCH)
+        if texts:
+            conn.execute(
+                "UPDATE series SET has_text = 1 WHERE has_text = 0 AND id IN"
+                " (SELECT series_id FROM batch WHERE text IS NOT NULL)"
+            )
+        if inserted == unique == submitted:
+            results = [WriteResult(len(samples), 0) for samples in items]
+            committed: list[Sample] | None = None
+        else:
+            stored = dict(conn.execute("SELECT job, count(*) FROM batch GROUP BY job").fetchall())
+            results = [
+                WriteResult(stored.get(job, 0), len(samples) - stored.get(job, 0))
+                for job, samples in enumerate(items)
+            ]
+            committed = self._committed(conn, items)
+        conn.execute("DELETE FROM batch")
         listeners = self._listeners
-        if not listeners or not committed:
+        if not listeners:
             return results, None
 
         def notify() -> None:
-            for listener in listeners:
-                listener(committed)
+            new = committed if committed is not None else [s for job in items for s in job]
+            if new:
+                for listener in listeners:
+                    listener(new)
 
         return results, notify
 
-    def _update_derived(
-        self, conn: sqlite3.Connection, new: dict[tuple[int, int], tuple[int, Sample]]
-    ) -> None:
-        numeric: list[tuple[int, int, float]] = []
-        latest: dict[int, tuple[int, Value]] = {}
-        newly_text: set[int] = set()
-        for (sid, ts), (_, s) in new.items():
-            v = s.value
-            if isinstance(v, str):
-                if sid not in self._text_series:
-                    newly_text.add(sid)
-            else:
-                numeric.append((sid, ts, float(v)))
-            cur = latest.get(sid)
-            if cur is None or ts >= cur[0]:
-                latest[sid] = (ts, v)
-        for sid in newly_text:
-            conn.execute("UPDATE series SET has_text = 1 WHERE id = ?", (sid,))
-            self._text_series.add(sid)
-        for resolution, table in _ROLLUP_TABLES.items():
-            groups: dict[tuple[int, int], Partial] = {}
-            for sid, ts, v in numeric:
-                gk = (sid, ts - ts % resolution)
-                p = groups.get(gk)
-                if p is None:
-                    groups[gk] = Partial.of(ts, v)
-                else:
-                    p.add(ts, v)
-            conn.executemany(
-                _UPSERT_ROLLUP.format(table=table),
-                [
-                    (
-                        sid,
-                        b,
-                        p.count,
-                        p.total,
-                        p.minimum,
-                        p.maximum,
-                        p.first_ts,
-                        p.first,
-                        p.last_ts,
-                        p.last,
-                    )
-                    for (sid, b), p in groups.items()
-                ],
-            )
-        conn.executemany(
-            _UPSERT_LATEST,
-            [(sid, ts, *_columns(v)) for sid, (ts, v) in latest.items()],
-        )
+    def _committed(
+        self, conn: sqlite3.Connection, items: Sequence[Sequence[Sample]]
+    ) -> list[Sample]:
+        """The samples that were new, each once (first occurrence in the batch)."""
+        new = {
+            (sid, ts, job) for sid, ts, job in conn.execute("SELECT series_id, ts, job FROM batch")
+        }
+        out = []
+        for job, samples in enumerate(items):
+            for s in samples:
+                k = (self._series[s.device_id][s.key], s.ts, job)
+                if k in new:
+                    new.discard(k)
+                    out.append(s)
+        return out
 
 
 class SQLiteStore:
