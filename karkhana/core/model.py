@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 Value = float | bool | str
 """A telemetry value: numbers and booleans are stored numerically, strings as text."""
@@ -12,9 +13,12 @@ DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One value of one signal of one device at one instant (epoch milliseconds, UTC)."""
+class Sample(NamedTuple):
+    """One value of one signal of one device at one instant (epoch milliseconds, UTC).
+
+    A named tuple rather than a frozen dataclass: it is just as immutable, and ingestion creates
+    hundreds of thousands per second, where a tuple is built in half the time.
+    """
 
     device_id: str
     key: str

@@ -70,35 +70,53 @@ def decode(
     return out
 
 
+_KNOWN_KEYS: set[str] = set()
+"""Keys already validated; bounded so that a stream of junk keys cannot grow it forever."""
+_KNOWN_KEYS_MAX = 100_000
+
+
 def _entry(entry: Any, path: str, device_id: str, now_ms: int, latest_allowed: int) -> list[Sample]:
     prefix = f"{path}." if path else ""
-    if not isinstance(entry, dict):
+    if entry.__class__ is not dict:
         raise InvalidPayload(f"{path or 'message'}: expected an object with 'values'")
     values = entry.get("values")
-    if not isinstance(values, dict):
+    if values.__class__ is not dict:
         raise InvalidPayload(f"{prefix}values: expected an object of key: value")
-    unknown = set(entry) - {"ts", "values"}
-    if unknown:
-        raise InvalidPayload(f"{prefix}{sorted(unknown)[0]}: unknown field")
+    if len(entry) > 2 or (len(entry) == 2 and "ts" not in entry):
+        unknown = sorted(set(entry) - {"ts", "values"})
+        raise InvalidPayload(f"{prefix}{unknown[0]}: unknown field")
     raw_ts = entry.get("ts")
-    ts = now_ms if raw_ts is None else parse_ts(raw_ts, f"{prefix}ts")
+    if raw_ts is None:
+        ts = now_ms
+    elif raw_ts.__class__ is int:
+        ts = raw_ts
+    else:
+        ts = parse_ts(raw_ts, f"{prefix}ts")
     if ts < EARLIEST_MS:
         raise InvalidPayload(
             f"{prefix}ts: {ts} is before 2000-01-01; timestamps are epoch milliseconds"
         )
     if ts > latest_allowed:
         raise InvalidPayload(f"{prefix}ts: {ts} is too far in the future (device clock wrong?)")
-    return [
-        Sample(device_id, key, ts, _value(value, f"{prefix}values.{key}"))
-        for key, value in values.items()
-        if _check_key(key, f"{prefix}values")
-    ]
+    out = []
+    for key, value in values.items():
+        if key not in _KNOWN_KEYS:
+            _check_key(key, f"{prefix}values")
+        cls = value.__class__
+        if cls is float:
+            if value - value != 0.0:  # NaN or infinity
+                raise InvalidPayload(f"{prefix}values.{key}: must be a finite number")
+        elif cls is not bool:
+            value = _value(value, f"{prefix}values.{key}")
+        out.append(Sample(device_id, key, ts, value))
+    return out
 
 
-def _check_key(key: str, path: str) -> bool:
+def _check_key(key: str, path: str) -> None:
     if KEY_PATTERN.fullmatch(key) is None:
         raise InvalidPayload(f"{path}: key {key[:40]!r} must be 1-128 letters, digits or _ . : / -")
-    return True
+    if len(_KNOWN_KEYS) < _KNOWN_KEYS_MAX:
+        _KNOWN_KEYS.add(key)
 
 
 def _value(value: Any, path: str) -> Value:
