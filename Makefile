@@ -23,8 +23,8 @@ serve: $(VENV)/.run-installed
 	$(BIN)/karkhana serve
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check karkhana tests bench
-	$(BIN)/ruff format --check karkhana tests bench
+	$(BIN)/ruff check karkhana tests $(wildcard bench)
+	$(BIN)/ruff format --check karkhana tests $(wildcard bench)
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
