@@ -1,4 +1,4 @@
-"""Command line: ``karkhana serve | demo | simulate | set-password | settings``."""
+"""Command line: ``karkhana serve | demo | simulate | set-password | certs | audit | settings``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from karkhana import __version__
 from karkhana.core import config
 from karkhana.core.config import Settings
 from karkhana.core.errors import ConfigError, KarkhanaError
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from karkhana.security.tls import ServerTls
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -33,10 +41,17 @@ def _port_free(host: str, port: int) -> bool:
 
 def check_ports(settings: Settings) -> None:
     """Fail with one clear line (not a traceback) when a port is taken."""
+    from karkhana.security.tls import plain_mqtt, server_tls
+
     wanted = [("http", settings.http_host, settings.http_port, "KARKHANA_HTTP_PORT / --http-port")]
-    if not settings.mqtt_url:
+    tls = server_tls(settings.tls, settings.data_dir)
+    if not settings.mqtt_url and plain_mqtt(tls, settings.mqtt_plain):
         wanted.append(
             ("MQTT", settings.mqtt_host, settings.mqtt_port, "KARKHANA_MQTT_PORT / --mqtt-port")
+        )
+    if not settings.mqtt_url and tls is not None:
+        wanted.append(
+            ("MQTTS", settings.mqtt_host, settings.mqtts_port, "KARKHANA_MQTTS_PORT / --mqtts-port")
         )
     for what, host, port, how in wanted:
         if not _port_free(host, port):
@@ -45,9 +60,17 @@ def check_ports(settings: Settings) -> None:
             )
 
 
-def _banner(settings: Settings, mqtt: str, password: str | None) -> str:
+def _banner(
+    settings: Settings, mqtt: str, password: str | None, tls: ServerTls | None = None
+) -> str:
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
-    url = f"http://{host}:{settings.http_port}"
+    url = f"{'http' if tls is None else 'https'}://{host}:{settings.http_port}"
+    if tls is None:
+        trust = []
+    elif tls.cafile is not None:
+        trust = [f"  TLS       : devices and browsers trust {tls.cafile.resolve()}"]
+    else:
+        trust = [f"  TLS       : certificate {tls.certfile.resolve()}"]
     if password:
         login = f"admin / {password}   (shown only now: write it down)"
     elif settings.admin_password:
@@ -62,10 +85,28 @@ def _banner(settings: Settings, mqtt: str, password: str | None) -> str:
             f"  API docs  : {url}/docs",
             f"  login     : {login}",
             f"  MQTT      : {mqtt}",
+            *trust,
             f"  data      : {settings.data_dir.resolve()}",
             "  stop with Ctrl+C",
             "",
         ]
+    )
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, tls: ServerTls | None) -> uvicorn.Config:
+    """The HTTP server: HTTPS on the same port when TLS is on (no plain HTTP beside it)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        lifespan="off",
+        timeout_keep_alive=5,
+        limit_concurrency=1000,
+        ssl_certfile=None if tls is None else str(tls.certfile),
+        ssl_keyfile=None if tls is None else str(tls.keyfile),
     )
 
 
@@ -79,19 +120,8 @@ async def serve(settings: Settings, demo: argparse.Namespace | None = None) -> i
     rt = Runtime(settings)
     try:
         info = await rt.start()
-        app = create_app(rt)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=settings.http_host,
-                port=settings.http_port,
-                log_level="warning",
-                lifespan="off",
-                timeout_keep_alive=5,
-                limit_concurrency=1000,
-            )
-        )
-        print(_banner(settings, info.mqtt, info.generated_admin_password), flush=True)
+        server = uvicorn.Server(uvicorn_config(create_app(rt), settings, rt.tls))
+        print(_banner(settings, info.mqtt, info.generated_admin_password, rt.tls), flush=True)
         tasks = []
         if demo is not None:
             from karkhana.demo import run_demo
@@ -118,8 +148,42 @@ async def set_password(settings: Settings, username: str, password: str) -> str:
         chosen = password or new_password()
         if username == "admin":
             await rt.users.ensure_admin(chosen)  # a fresh install has no admin yet
-        await rt.users.set_password(username, chosen)
+        await rt.users.set_password(username, chosen, actor="cli", source="local")
         return chosen
+    finally:
+        await rt.stop()
+
+
+async def audit(args: argparse.Namespace, settings: Settings) -> tuple[int, str]:
+    """``karkhana audit verify | export``; returns the exit code and what to print."""
+    from pathlib import Path
+
+    from karkhana.runtime import Runtime
+    from karkhana.security.audit import to_csv, to_json
+
+    rt = Runtime(settings)
+    try:
+        if args.audit_command == "verify":
+            result = await rt.audit.verify()
+            if result.ok:
+                return 0, result.reason
+            return 1, (
+                f"audit log damaged at event {result.first_bad_seq}: {result.reason}"
+                f" ({result.checked} events intact before it)"
+            )
+        events = await rt.audit.events(limit=None)
+        text = to_csv(events) if args.format == "csv" else to_json(events) + "\n"
+        await rt.audit.record(
+            "cli",
+            "audit.export",
+            "audit",
+            after={"format": args.format, "events": len(events)},
+            source="local",
+        )
+        if args.out is None:
+            return 0, text.rstrip("\n")
+        await asyncio.to_thread(Path(args.out).write_text, text, encoding="utf-8", newline="")
+        return 0, f"{len(events)} audit events written to {args.out}"
     finally:
         await rt.stop()
 
@@ -152,8 +216,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--password", default="", help="new password (default: random, printed)")
 
+    p = sub.add_parser("certs", help="local CA, server and device certificates for TLS")
+    certs = p.add_subparsers(dest="certs_command", required=True)
+    c = certs.add_parser("init", help="create the CA and the server certificate (HTTPS, MQTTS)")
+    config.add_arguments(c, ("data_dir",))
+    c.add_argument(
+        "--hosts",
+        action="append",
+        default=[],
+        metavar="NAME,IP,...",
+        help="more host names and IP addresses that devices and browsers use to reach this server",
+    )
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing CA (devices must trust the new one)",
+    )
+    c = certs.add_parser("device", help="a client certificate for a device, signed by the CA")
+    config.add_arguments(c, ("data_dir",))
+    c.add_argument("device_id")
+    c.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
+    c.add_argument("--force", action="store_true", help="replace an existing certificate")
+    c = certs.add_parser("show", help="subjects, expiry and fingerprints of the certificates")
+    config.add_arguments(c, ("data_dir",))
+
+    p = sub.add_parser("audit", help="check or export the audit log")
+    audits = p.add_subparsers(dest="audit_command", required=True)
+    c = audits.add_parser("verify", help="check the hash chain; exit 1 if it was tampered with")
+    config.add_arguments(c, ("data_dir",))
+    c = audits.add_parser("export", help="every audit event as CSV or JSON")
+    config.add_arguments(c, ("data_dir",))
+    c.add_argument("--format", choices=["csv", "json"], default="csv")
+    c.add_argument("--out", default=None, metavar="FILE", help="write here (default: stdout)")
+
     p = sub.add_parser("settings", help="print every setting with its environment variable")
     return parser
+
+
+def certs(args: argparse.Namespace, settings: Settings) -> str:
+    """``karkhana certs init | device | show``; returns what to print."""
+    from karkhana.security import tls
+
+    def line(label: str, info: tls.CertInfo, created: bool | None = None) -> str:
+        state = "" if created is None else ("created  " if created else "kept     ")
+        names = f"  names {', '.join(info.names)}" if info.names else ""
+        return (
+            f"{label:<8}{state}{info.path}  CN={info.subject}  "
+            f"until {info.not_after:%Y-%m-%d}{names}\n{'':8}SHA-256 {info.sha256}"
+        )
+
+    if args.certs_command == "init":
+        result = tls.init(settings.data_dir, args.hosts, force=args.force)
+        out = [
+            line("CA", result.ca, result.created_ca),
+            line("server", result.server, result.created_server),
+        ]
+        if not result.created_ca:
+            out.append("the CA already existed and was kept (--force replaces it)")
+        elif args.force and any(tls.TlsPaths.of(settings.data_dir).devices.glob("*.pem")):
+            out.append(
+                "device certificates of the old CA no longer work: karkhana certs device ID --force"
+            )
+        if result.created_server:
+            out.append(
+                "(re)start karkhana serve to use it; with tls=auto it serves HTTPS and MQTTS"
+            )
+        out.append(f"devices, the edge and browsers must trust {result.ca.path} (docs/tls.md)")
+        return "\n".join(out)
+    if args.certs_command == "device":
+        made = tls.issue_device(settings.data_dir, args.device_id, force=args.force, days=args.days)
+        return "\n".join(
+            [
+                line("device", made.cert, made.created),
+                f"{'':8}key {made.key_path}; the device also needs {tls.TlsPaths.of(settings.data_dir).ca_cert}",
+            ]
+        )
+    now = datetime.now(UTC)
+    out = []
+    for info in tls.show(settings.data_dir):
+        kind = {"ca.pem": "CA", "server.pem": "server"}.get(info.path.name, "device")
+        out.append(line(kind, info))
+        if info.not_after <= now:
+            out.append(f"{'':8}EXPIRED")
+        if not info.signed_by_ca:
+            out.append(f"{'':8}not signed by the current CA: it will be refused")
+    return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for noisy in ("amqtt", "transitions"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        if args.command == "certs":
+            print(certs(args, settings))
+            return 0
+        if args.command == "audit":
+            code, text = asyncio.run(audit(args, settings))
+            print(text)
+            return code
         if args.command == "set-password":
             chosen = asyncio.run(set_password(settings, args.username, args.password))
             print(f"password of {args.username} set" + ("" if args.password else f": {chosen}"))

@@ -55,7 +55,13 @@ async def provision(rt: Runtime, plant: Plant) -> dict[str, str]:
 async def run_demo(rt: Runtime, args: argparse.Namespace) -> None:
     plant = build_plant(args.profile, args.devices, args.seed, rt.clock.now_ms())
     tokens = await provision(rt, plant)
-    transport = MqttTransport("127.0.0.1", rt.settings.mqtt_port, tokens)
+    s = rt.settings
+    if rt.tls is not None and s.mqtt_plain != "on":
+        transport = MqttTransport(
+            "127.0.0.1", s.mqtts_port, tokens, tls=True, ca_file=rt.tls.cafile
+        )
+    else:
+        transport = MqttTransport("127.0.0.1", s.mqtt_port, tokens)
     log.info(
         "simulating a %s plant: %d devices at %.3g Hz, %gx speed",
         plant.profile,

@@ -17,7 +17,10 @@ from karkhana.core.errors import ConfigError, KarkhanaError
 from karkhana.ingest.broker import EmbeddedBroker
 from karkhana.ingest.mqtt import BrokerAddress, MqttListener
 from karkhana.ingest.service import Ingestor
+from karkhana.security.audit import AuditLog
 from karkhana.security.devices import DeviceRegistry
+from karkhana.security.secrets import load_or_create_secret
+from karkhana.security.tls import ServerTls, plain_mqtt, server_tls
 from karkhana.security.users import Users
 from karkhana.store.base import RetentionPolicy
 from karkhana.store.database import Database
@@ -46,7 +49,12 @@ class Runtime:
         self.bus = Bus()
         self.store.on_commit(self.bus.publish)
         self.devices = DeviceRegistry(self.db, clock)
-        self.users = Users(self.db, clock, settings.token_ttl_hours * 3_600_000)
+        self.secret = load_or_create_secret(settings.data_dir / "secret.key")
+        # kept apart from the database so that whoever edits the file cannot re-sign the chain
+        self.audit = AuditLog(
+            self.db, clock, load_or_create_secret(settings.data_dir / "audit.key")
+        )
+        self.users = Users(self.db, clock, settings.token_ttl_hours * 3_600_000, audit=self.audit)
         self.assets = AssetService(self.db, load_templates())
         self.ingestor = Ingestor(
             self.store,
@@ -56,6 +64,7 @@ class Runtime:
             clock=clock,
         )
         self.broker: EmbeddedBroker | None = None
+        self.tls: ServerTls | None = None
         self.listener: MqttListener | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -69,6 +78,7 @@ class Runtime:
         )
 
     async def start(self, *, mqtt: bool = True) -> StartInfo:
+        self.tls = server_tls(self.settings.tls, self.settings.data_dir)
         await self.devices.load()
         generated = await self.users.ensure_admin(self.settings.admin_password)
         mode = "off"
@@ -77,22 +87,38 @@ class Runtime:
             # a stable client id keeps the broker-side session (and its queued messages)
             # across restarts of this server
             install = hashlib.sha1(str(self.settings.data_dir.resolve()).encode()).hexdigest()[:10]
-            self.listener = MqttListener(address, self.ingestor, client_id=f"karkhana-{install}")
+            self.listener = MqttListener(
+                address,
+                self.ingestor,
+                client_id=f"karkhana-{install}",
+                ca_file=self.settings.mqtt_ca_file or None,
+            )
             await asyncio.to_thread(self.listener.start)
             mode = f"external broker {address.host}:{address.port}"
         elif mqtt:
+            s = self.settings
+            plain = plain_mqtt(self.tls, s.mqtt_plain)
             self.broker = EmbeddedBroker(
-                self.ingestor, self.settings.mqtt_host, self.settings.mqtt_port
+                self.ingestor,
+                s.mqtt_host,
+                s.mqtt_port if plain else None,
+                tls=self.tls,
+                tls_port=s.mqtts_port,
+                audit=self.audit,
             )
+            if self.tls is None:
+                mode = f"embedded broker on port {s.mqtt_port}"
+            else:
+                mode = f"embedded broker, MQTTS on port {s.mqtts_port}" + (
+                    f", plain MQTT on port {s.mqtt_port}" if plain else ", no plain MQTT"
+                )
             try:
                 await self.broker.start()
             except Exception as exc:
                 self.broker = None
-                raise ConfigError(
-                    f"cannot start the MQTT broker on port {self.settings.mqtt_port}: {exc}"
-                ) from None
-            mode = f"embedded broker on port {self.settings.mqtt_port}"
+                raise ConfigError(f"cannot start the MQTT broker ({mode}): {exc}") from None
         self._tasks.append(asyncio.create_task(self._retention_loop()))
+        self._tasks.append(asyncio.create_task(self._audit_head_loop()))
         return StartInfo(generated, mode)
 
     async def _retention_loop(self) -> None:
@@ -103,6 +129,23 @@ class Runtime:
                     log.info("retention removed %s", result)
             except KarkhanaError as exc:
                 log.error("retention run failed: %s", exc.message)
+            await asyncio.sleep(3600)
+
+    async def _audit_head_loop(self) -> None:
+        """Write the audit chain's head to the server log: a copy of the log kept elsewhere then
+        shows if the chain was later rewritten as a whole."""
+        if not await self.audit.key_matches():
+            log.error(
+                "audit.key in %s is not the key the audit log was written with;"
+                " `karkhana audit verify` will fail until the original key is restored",
+                self.settings.data_dir,
+            )
+        while True:
+            try:
+                seq, digest = await self.audit.head()
+                log.info("audit log head: event %d, hash %s", seq, digest)
+            except KarkhanaError as exc:
+                log.error("cannot read the audit log head: %s", exc.message)
             await asyncio.sleep(3600)
 
     async def stop(self) -> None:

@@ -5,16 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import swagger_ui_bundle
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from karkhana import __version__
-from karkhana.api import assets, auth, devices, errors, system, telemetry
+from karkhana.api import assets, audit, auth, devices, errors, system, telemetry
+from karkhana.api.deps import authorize
 from karkhana.runtime import Runtime
 
 WEB = Path(__file__).resolve().parent.parent / "web"
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    m.router for m in (system, auth, devices, telemetry, audit, assets)
+)
+"""Every domain router, in matching order (the catch-all asset delete route comes last)."""
+
+
+def route_table(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every API route, for the authorization policy check."""
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    routes += [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+    return sorted({(method, r.path) for r in routes for method in r.methods or ()})
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -24,11 +37,12 @@ def create_app(rt: Runtime) -> FastAPI:
         description="Industrial IoT for small and medium factories: telemetry, assets, devices.",
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(authorize)],
     )
     app.state.runtime = rt
     errors.install(app)
-    for module in (system, auth, devices, telemetry, assets):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount(
         "/static/swagger",
         StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),

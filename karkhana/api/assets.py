@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from karkhana.api.deps import WRITERS, CurrentUser, RuntimeDep, require
+from karkhana.api.deps import CurrentUser, RuntimeDep, Source, visible_sites
 from karkhana.api.telemetry import SeriesOut, _series
 from karkhana.core.errors import NotFound
-from karkhana.security.users import User
 from karkhana.store.base import Agg
 
 router = APIRouter(prefix="/api/v1", tags=["assets"])
-Writer = Annotated[User, Depends(require(*WRITERS))]
 Kind = Literal["sites", "areas", "lines", "machines"]
 
 
@@ -99,24 +97,33 @@ async def get_template(template_id: str, rt: RuntimeDep, user: CurrentUser) -> d
 @router.get("/assets")
 async def asset_tree(rt: RuntimeDep, user: CurrentUser) -> list[dict[str, Any]]:
     """Every site with its areas, lines and machines."""
-    return await rt.assets.tree()
+    return await rt.assets.tree(visible_sites(user))
 
 
 @router.post("/sites", status_code=201)
-async def create_site(body: SiteIn, rt: RuntimeDep, user: Writer) -> SiteIn:
+async def create_site(body: SiteIn, rt: RuntimeDep, user: CurrentUser, source: Source) -> SiteIn:
     await rt.assets.create_site(body.id, body.name, body.timezone)
+    await rt.audit.record(
+        user.username, "site.create", f"site:{body.id}", after=body.model_dump(), source=source
+    )
     return body
 
 
 @router.post("/areas", status_code=201)
-async def create_area(body: AreaIn, rt: RuntimeDep, user: Writer) -> AreaIn:
+async def create_area(body: AreaIn, rt: RuntimeDep, user: CurrentUser, source: Source) -> AreaIn:
     await rt.assets.create_area(body.id, body.site_id, body.name)
+    await rt.audit.record(
+        user.username, "area.create", f"area:{body.id}", after=body.model_dump(), source=source
+    )
     return body
 
 
 @router.post("/lines", status_code=201)
-async def create_line(body: LineIn, rt: RuntimeDep, user: Writer) -> LineIn:
+async def create_line(body: LineIn, rt: RuntimeDep, user: CurrentUser, source: Source) -> LineIn:
     await rt.assets.create_line(body.id, body.area_id, body.name)
+    await rt.audit.record(
+        user.username, "line.create", f"line:{body.id}", after=body.model_dump(), source=source
+    )
     return body
 
 
@@ -133,7 +140,9 @@ def _machine_out(m: Any) -> MachineOut:
 
 
 @router.post("/machines", status_code=201)
-async def create_machine(body: MachineIn, rt: RuntimeDep, user: Writer) -> MachineOut:
+async def create_machine(
+    body: MachineIn, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> MachineOut:
     machine = await rt.assets.create_machine(
         body.id,
         body.line_id,
@@ -142,7 +151,11 @@ async def create_machine(body: MachineIn, rt: RuntimeDep, user: Writer) -> Machi
         body.device_id,
         {k: (b.device_id, b.key) for k, b in body.bindings.items()},
     )
-    return _machine_out(machine)
+    out = _machine_out(machine)
+    await rt.audit.record(
+        user.username, "machine.create", f"machine:{body.id}", after=out.model_dump(), source=source
+    )
+    return out
 
 
 @router.get("/machines/{machine_id}")
@@ -172,6 +185,36 @@ async def machine_signal(
 
 
 @router.delete("/{kind}/{item_id}", status_code=204)
-async def delete_asset(kind: Kind, item_id: str, rt: RuntimeDep, user: Writer) -> None:
+async def delete_asset(
+    kind: Kind, item_id: str, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> None:
     """Delete a site, area, line or machine with everything under it."""
+    before: dict[str, Any] | None
+    if kind == "machines":
+        before = _machine_out(await rt.assets.get_machine(item_id)).model_dump()
+    else:
+        before = _subtree(await rt.assets.tree(), 0, _LEVELS.index(kind), item_id)
     await rt.assets.delete(kind, item_id)
+    noun = kind[:-1]
+    await rt.audit.record(
+        user.username, f"{noun}.delete", f"{noun}:{item_id}", before=before, source=source
+    )
+
+
+_LEVELS = ("sites", "areas", "lines", "machines")
+
+
+def _subtree(
+    nodes: list[dict[str, Any]], level: int, wanted: int, item_id: str
+) -> dict[str, Any] | None:
+    """The asset at level ``wanted`` of the tree with everything under it (what a delete
+    removes)."""
+    for node in nodes:
+        if level == wanted:
+            if node["id"] == item_id:
+                return node
+        else:
+            found = _subtree(node.get(_LEVELS[level + 1], []), level + 1, wanted, item_id)
+            if found is not None:
+                return found
+    return None

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import asdict
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from karkhana.api.deps import WRITERS, CurrentUser, RuntimeDep, require
+from karkhana.api.deps import CurrentUser, RuntimeDep, Source, default_site, visible_sites
 from karkhana.core.errors import NotFound
 from karkhana.security.devices import Device
-from karkhana.security.users import User
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
-Writer = Annotated[User, Depends(require(*WRITERS))]
 
 
 class DeviceOut(BaseModel):
@@ -20,6 +18,7 @@ class DeviceOut(BaseModel):
     template: str | None
     created_ms: int
     token_changed_ms: int
+    site_id: str | None
 
     @classmethod
     def of(cls, d: Device) -> DeviceOut:
@@ -29,6 +28,7 @@ class DeviceOut(BaseModel):
             template=d.template,
             created_ms=d.created_ms,
             token_changed_ms=d.token_changed_ms,
+            site_id=d.site_id,
         )
 
 
@@ -36,6 +36,9 @@ class DeviceCreate(BaseModel):
     id: str = Field(min_length=1, max_length=64, examples=["loom-01"])
     name: str | None = Field(default=None, max_length=200)
     template: str | None = Field(default=None, max_length=64)
+    site_id: str | None = Field(
+        default=None, max_length=64, description="default: the caller's site when they have one"
+    )
 
 
 class DeviceCredentials(BaseModel):
@@ -56,15 +59,22 @@ def _credentials(device_id: str, token: str) -> DeviceCredentials:
 
 @router.get("")
 async def list_devices(rt: RuntimeDep, user: CurrentUser) -> list[DeviceOut]:
-    return [DeviceOut.of(d) for d in await rt.devices.list()]
+    sites = visible_sites(user)
+    return [DeviceOut.of(d) for d in await rt.devices.list() if sites is None or d.site_id in sites]
 
 
 @router.post("", status_code=201)
-async def create_device(body: DeviceCreate, rt: RuntimeDep, user: Writer) -> DeviceCredentials:
+async def create_device(
+    body: DeviceCreate, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> DeviceCredentials:
     """Register a device. The answer holds its token, which is never shown again."""
     if body.template is not None and body.template not in rt.assets.templates:
         raise NotFound(f"no machine template {body.template}")
-    device, token = await rt.devices.create(body.id, body.name, body.template)
+    site_id = body.site_id or default_site(user)
+    device, token = await rt.devices.create(body.id, body.name, body.template, site_id)
+    await rt.audit.record(
+        user.username, "device.create", f"device:{device.id}", after=asdict(device), source=source
+    )
     return _credentials(device.id, token)
 
 
@@ -81,14 +91,34 @@ async def device_keys(device_id: str, rt: RuntimeDep, user: CurrentUser) -> list
 
 
 @router.post("/{device_id}/rotate-token")
-async def rotate_token(device_id: str, rt: RuntimeDep, user: Writer) -> DeviceCredentials:
+async def rotate_token(
+    device_id: str, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> DeviceCredentials:
     """Issue a new token; the old one stops working and its MQTT connections are closed."""
-    return _credentials(device_id, await rt.devices.rotate(device_id))
+    before = await rt.devices.get(device_id)
+    token = await rt.devices.rotate(device_id)
+    await rt.audit.record(
+        user.username,
+        "device.rotate_token",
+        f"device:{device_id}",
+        before=asdict(before),
+        after=asdict(await rt.devices.get(device_id)),
+        source=source,
+    )
+    return _credentials(device_id, token)
 
 
 @router.delete("/{device_id}", status_code=204)
-async def delete_device(device_id: str, rt: RuntimeDep, user: Writer, purge: bool = False) -> None:
+async def delete_device(
+    device_id: str, rt: RuntimeDep, user: CurrentUser, source: Source, purge: bool = False
+) -> None:
     """Remove a device; with ``purge=true`` its stored telemetry is deleted too."""
+    before = await rt.devices.get(device_id)
     await rt.devices.delete(device_id)
+    target = f"device:{device_id}"
+    await rt.audit.record(
+        user.username, "device.delete", target, before=asdict(before), source=source
+    )
     if purge:
         await rt.store.delete_device(device_id)
+        await rt.audit.record(user.username, "telemetry.purge", target, source=source)

@@ -16,6 +16,7 @@ from karkhana.core.errors import (
     NotFound,
     PayloadTooLarge,
     StoreUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -27,6 +28,7 @@ STATUS: dict[type[KarkhanaError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    TooManyRequests: 429,
     StoreUnavailable: 503,
 }
 
@@ -45,6 +47,8 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if status == 503:
             headers = {"Retry-After": "1"}
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse({"reason": exc.reason, "detail": exc.message}, status, headers=headers)
 
     async def validation(_request: Request, exc: Exception) -> JSONResponse:

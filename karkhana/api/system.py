@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from karkhana import __version__
-from karkhana.api.deps import RuntimeDep, require
-from karkhana.security.users import Role, User
+from karkhana.api.deps import CurrentUser, RuntimeDep
 
 router = APIRouter(prefix="/api/v1", tags=["system"])
 
@@ -18,8 +17,6 @@ async def health(rt: RuntimeDep) -> dict[str, Any]:
 
 
 @router.get("/ingest/stats")
-async def ingest_stats(
-    rt: RuntimeDep, user: Annotated[User, Depends(require(Role.ADMIN, Role.ENGINEER))]
-) -> dict[str, Any]:
+async def ingest_stats(rt: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
     """Per-device counts of stored, duplicate and rejected messages with the last reason."""
     return {"devices": rt.ingestor.snapshot(), "commits": rt.db.commits}

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from karkhana.api.deps import CurrentUser, RuntimeDep
-from karkhana.core.errors import InvalidPayload, PayloadTooLarge
+from karkhana.api.deps import CurrentUser, RuntimeDep, client_address
+from karkhana.core.errors import InvalidPayload, PayloadTooLarge, Unauthorized
 from karkhana.core.model import Point
 from karkhana.core.timeutil import nice_bucket, parse_duration, parse_ts
 from karkhana.runtime import Runtime
@@ -82,7 +82,17 @@ async def ingest(
     if authorization and authorization[:7].lower() == "bearer ":
         token = authorization[7:].strip()
     body = await _body(request, rt.settings.max_payload_bytes)
-    result = await rt.ingestor.ingest(device_id, body, token=token or "")
+    try:
+        result = await rt.ingestor.ingest(device_id, body, token=token or "")
+    except Unauthorized:
+        await rt.audit.refused(
+            device_id,
+            "device.auth",
+            f"device:{device_id}",
+            source=client_address(request),
+            details={"transport": "http"},
+        )
+        raise
     return IngestResult(stored=result.stored, duplicates=result.duplicates)
 
 

@@ -19,6 +19,13 @@ _PARENT = {
     "machines": ("lines", "line_id"),
 }
 _NOUN = {"sites": "site", "areas": "area", "lines": "line", "machines": "machine"}
+_SITE_OF = {
+    "sites": "SELECT id FROM sites WHERE id = ?",
+    "areas": "SELECT site_id FROM areas WHERE id = ?",
+    "lines": "SELECT a.site_id FROM lines l JOIN areas a ON a.id = l.area_id WHERE l.id = ?",
+    "machines": "SELECT a.site_id FROM machines m JOIN lines l ON l.id = m.line_id"
+    " JOIN areas a ON a.id = l.area_id WHERE m.id = ?",
+}
 
 
 def _check_id(value: str, what: str) -> None:
@@ -144,8 +151,20 @@ class AssetService:
 
         await self.db.execute_write_fn(delete)
 
-    async def tree(self) -> list[dict[str, Any]]:
-        """Every site with its areas, lines and machines, nested, for the API and dashboard."""
+    async def site_of(self, table: str, item_id: str) -> str:
+        """The site that a site, area, line or machine belongs to."""
+        if table not in _SITE_OF:
+            raise NotFound(f"no such asset kind {table}")
+        row = await self.db.execute_read_fn(
+            lambda c: c.execute(_SITE_OF[table], (item_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no {_NOUN[table]} {item_id}")
+        site: str = row[0]
+        return site
+
+    async def tree(self, sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """Every site (or only ``sites``) with its areas, lines and machines, nested."""
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             sites = [
@@ -167,4 +186,5 @@ class AssetService:
                 lines[line_id]["machines"].append({"id": i, "name": n, "template": t})
             return sites
 
-        return await self.db.execute_read_fn(read)
+        everything = await self.db.execute_read_fn(read)
+        return everything if sites is None else [s for s in everything if s["id"] in sites]

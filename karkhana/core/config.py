@@ -40,6 +40,28 @@ SETTINGS: tuple[Setting, ...] = (
         " embedding one",
         secret=True,
     ),
+    Setting(
+        "mqtt_ca_file",
+        str,
+        "",
+        "CA certificate (PEM) that signed the external broker's certificate, for an mqtts://"
+        " mqtt_url (default: the system's trusted CAs)",
+    ),
+    Setting(
+        "tls",
+        str,
+        "auto",
+        "HTTPS and MQTTS: auto = on once `karkhana certs init` has made tls/server.pem in"
+        " data_dir, on = required, off = plain HTTP and MQTT",
+    ),
+    Setting("mqtts_port", int, 8883, "port of the embedded broker's MQTT over TLS listener"),
+    Setting(
+        "mqtt_plain",
+        str,
+        "off",
+        "with TLS on, also accept unencrypted MQTT on mqtt_port (on or off); with TLS off it is"
+        " always on",
+    ),
     Setting("data_dir", Path, Path("data"), "folder for the database and generated files"),
     Setting(
         "admin_password",
@@ -66,6 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
+_CHOICES = {"tls": ("auto", "on", "off"), "mqtt_plain": ("on", "off")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +98,10 @@ class Settings:
     mqtt_host: str = "0.0.0.0"
     mqtt_port: int = 1883
     mqtt_url: str = ""
+    mqtt_ca_file: str = ""
+    tls: str = "auto"
+    mqtts_port: int = 8883
+    mqtt_plain: str = "off"
     data_dir: Path = Path("data")
     admin_password: str = ""
     max_payload_bytes: int = 256 * 1024
@@ -114,6 +141,11 @@ def _convert(setting: Setting, raw: str, source: str) -> Any:
         "EXTRA",
     }:
         raise ConfigError(f"{source}: sqlite_synchronous must be FULL, NORMAL or EXTRA")
+    if setting.name in _CHOICES and value not in _CHOICES[setting.name]:
+        *first, last = _CHOICES[setting.name]
+        raise ConfigError(
+            f"{source}: {setting.name} must be {', '.join(first)} or {last}, got {raw!r}"
+        )
     return value
 
 
@@ -133,7 +165,9 @@ def load(
         if name not in _BY_NAME:
             raise ConfigError(f"unknown setting {name}")
         s = _BY_NAME[name]
-        values[name] = value if isinstance(value, s.type) else _convert(s, str(value), "--" + name)
+        # strings from flags are checked like those from the environment
+        typed = isinstance(value, s.type) and s.type is not str
+        values[name] = value if typed else _convert(s, str(value), "--" + name)
     return Settings(**values)
 
 

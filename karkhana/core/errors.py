@@ -51,6 +51,16 @@ class Forbidden(KarkhanaError):
     reason = "forbidden"
 
 
+class TooManyRequests(KarkhanaError):
+    """Slow down: too many failed logins or messages; ``retry_after`` in seconds."""
+
+    reason = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StoreUnavailable(KarkhanaError):
     """The store cannot accept writes now (disk full, closed, I/O error)."""
 

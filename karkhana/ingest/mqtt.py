@@ -8,6 +8,7 @@ and delivers it again after a crash or restart of the server.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import uuid
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ class MqttListener:
         ingestor: Ingestor,
         client_id: str | None = None,
         receive_maximum: int = 1000,
+        ca_file: str | None = None,
     ) -> None:
+        """``ca_file``: the CA that signed an mqtts:// broker's certificate (a local CA)."""
         self.address = address
         self.ingestor = ingestor
         self.connected = threading.Event()
@@ -80,8 +83,13 @@ class MqttListener:
         self._receive_maximum = receive_maximum
         if address.username:
             self._client.username_pw_set(address.username, address.password)
+        if ca_file and not address.tls:
+            raise ConfigError("mqtt_ca_file is set but mqtt_url is not an mqtts:// URL")
         if address.tls:
-            self._client.tls_set()
+            try:
+                self._client.tls_set(ca_certs=ca_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot use mqtt_ca_file {ca_file}: {exc}") from None
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect

@@ -26,13 +26,14 @@ class Device:
     template: str | None
     created_ms: int
     token_changed_ms: int
+    site_id: str | None = None
 
 
-def _device(row: tuple[str, str, str | None, int, int]) -> Device:
+def _device(row: tuple[str, str, str | None, int, int, str | None]) -> Device:
     return Device(*row)
 
 
-_COLUMNS = "id, name, template, created_ms, token_changed_ms"
+_COLUMNS = "id, name, template, created_ms, token_changed_ms, site_id"
 
 
 class DeviceRegistry:
@@ -46,7 +47,7 @@ class DeviceRegistry:
         rows = await self.db.execute_read_fn(
             lambda c: c.execute("SELECT id, token_hash FROM devices").fetchall()
         )
-        self._digests = dict(rows)
+        self._digests = {r[0]: r[1] for r in rows}
 
     def on_revoked(self, listener: DeviceListener) -> None:
         """Call ``listener(device_id)`` when a device's token is rotated or the device deleted."""
@@ -55,6 +56,16 @@ class DeviceRegistry:
     def exists(self, device_id: str) -> bool:
         return device_id in self._digests
 
+    async def site_of(self, device_id: str) -> str | None:
+        """The site a device belongs to (None: not yet assigned, admins only)."""
+        row = await self.db.execute_read_fn(
+            lambda c: c.execute("SELECT site_id FROM devices WHERE id = ?", (device_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no device {device_id}")
+        site: str | None = row[0]
+        return site
+
     def verify(self, device_id: str, token: str | None) -> bool:
         digest = self._digests.get(device_id)
         if digest is None or not token:
@@ -62,7 +73,11 @@ class DeviceRegistry:
         return token_matches(token, digest)
 
     async def create(
-        self, device_id: str, name: str | None = None, template: str | None = None
+        self,
+        device_id: str,
+        name: str | None = None,
+        template: str | None = None,
+        site_id: str | None = None,
     ) -> tuple[Device, str]:
         """Register a device; returns it and its token, which is shown only this once."""
         if not is_valid_device_id(device_id):
@@ -71,13 +86,17 @@ class DeviceRegistry:
             )
         token = new_token("kd")
         now = self.clock.now_ms()
-        device = Device(device_id, name or device_id, template, now, now)
+        device = Device(device_id, name or device_id, template, now, now, site_id)
 
         def insert(conn: sqlite3.Connection) -> None:
+            if site_id is not None and (
+                conn.execute("SELECT 1 FROM sites WHERE id = ?", (site_id,)).fetchone() is None
+            ):
+                raise NotFound(f"no site {site_id}")
             try:
                 conn.execute(
-                    f"INSERT INTO devices ({_COLUMNS}, token_hash) VALUES (?, ?, ?, ?, ?, ?)",
-                    (device.id, device.name, template, now, now, token_digest(token)),
+                    f"INSERT INTO devices ({_COLUMNS}, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (device.id, device.name, template, now, now, site_id, token_digest(token)),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"device {device_id} already exists") from None

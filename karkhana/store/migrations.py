@@ -99,6 +99,45 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (machine_id, name)
     );
     """,
+    """
+    ALTER TABLE devices ADD COLUMN site_id TEXT REFERENCES sites (id) ON DELETE SET NULL;
+    CREATE TABLE user_sites (
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        site_id TEXT NOT NULL REFERENCES sites (id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, site_id)
+    );
+    ALTER TABLE api_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'login';
+    ALTER TABLE api_tokens ADD COLUMN name TEXT;
+    ALTER TABLE api_tokens ADD COLUMN scopes TEXT;
+    """,
+    # the audit log (security/audit.py): append-only, hash-chained from a per-install random value
+    """
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        source TEXT,
+        outcome TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_ts ON audit_log (ts_ms);
+    CREATE TABLE audit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO audit_meta (name, value) VALUES ('genesis', lower(hex(randomblob(32))));
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_meta_no_delete BEFORE DELETE ON audit_meta
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_meta_fixed BEFORE UPDATE ON audit_meta
+    WHEN OLD.name IN ('genesis', 'key_id')
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
 )
 
 

@@ -29,7 +29,11 @@ async def test_api_needs_a_token(client: httpx.AsyncClient) -> None:
 
 
 async def test_logout_revokes_token(admin: httpx.AsyncClient) -> None:
-    assert (await admin.get("/api/v1/auth/me")).json() == {"username": "admin", "role": "admin"}
+    assert (await admin.get("/api/v1/auth/me")).json() == {
+        "username": "admin",
+        "role": "admin",
+        "sites": [],
+    }
     assert (await admin.post("/api/v1/auth/logout")).status_code == 204
     assert (await admin.get("/api/v1/auth/me")).status_code == 401
 

@@ -1,10 +1,11 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("karkhana-token");
+// The session lives in an HttpOnly cookie that scripts cannot read; changes carry the CSRF token.
+let csrf = sessionStorage.getItem("karkhana-csrf");
 
 async function api(path, options = {}) {
   const headers = Object.assign({ "Content-Type": "application/json" }, options.headers || {});
-  if (token) headers.Authorization = "Bearer " + token;
+  if (options.method && options.method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
   const r = await fetch(path, Object.assign({}, options, { headers }));
   if (r.status === 401) { showLogin(); throw new Error("signed out"); }
   if (!r.ok) throw new Error((await r.json()).detail || r.statusText);
@@ -12,7 +13,7 @@ async function api(path, options = {}) {
 }
 
 function showLogin() {
-  token = null; sessionStorage.removeItem("karkhana-token");
+  csrf = null; sessionStorage.removeItem("karkhana-csrf");
   $("login").hidden = false; $("live").hidden = true; $("logout").hidden = true; $("who").textContent = "";
 }
 
@@ -21,11 +22,12 @@ $("login").addEventListener("submit", async (e) => {
   const form = new FormData(e.target);
   const r = await fetch("/api/v1/auth/login", {
     method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: form.get("username"), password: form.get("password") }),
+    body: JSON.stringify({ username: form.get("username"), password: form.get("password"), session: true }),
   });
+  if (r.status === 429) { $("login-error").textContent = (await r.json()).detail; return; }
   if (!r.ok) { $("login-error").textContent = "Wrong username or password"; return; }
   const body = await r.json();
-  token = body.token; sessionStorage.setItem("karkhana-token", token);
+  csrf = body.csrf_token; sessionStorage.setItem("karkhana-csrf", csrf);
   start();
 });
 
@@ -56,4 +58,4 @@ async function start() {
   setInterval(() => refresh().catch(() => {}), 2000);
 }
 
-if (token) start().catch(showLogin); else showLogin();
+start().catch(showLogin);
