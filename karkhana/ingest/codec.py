@@ -29,11 +29,16 @@ def _reject_constant(name: str) -> Any:
     raise InvalidPayload(f"{name} is not allowed; send a number or leave the value out")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""Built once: json.loads with parse_constant would build a new decoder for every message."""
+
+
 def parse_json(payload: bytes | str, max_bytes: int) -> Any:
     if len(payload) > max_bytes:
         raise PayloadTooLarge(f"payload is {len(payload)} bytes; the limit is {max_bytes}")
     try:
-        return json.loads(payload, parse_constant=_reject_constant)
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        return _DECODER.decode(text)
     except InvalidPayload:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
