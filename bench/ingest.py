@@ -986,7 +986,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outstanding-batched", type=int, default=100_000, help="points")
     parser.add_argument("--outstanding-single", type=int, default=5_000, help="points")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="latency reader poll period")
-    parser.add_argument("--writer-max-batch", type=int, default=5000)
+    parser.add_argument(
+        "--writer-max-batch", type=int, default=None, help="default: the server setting"
+    )
     parser.add_argument("--baseline-batch", type=int, default=5000, help="rows per commit")
     parser.add_argument("--baseline-flush-ms", type=int, default=20)
     parser.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
@@ -1021,6 +1023,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = {s.strip() for s in args.scenarios.split(",")}
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="karkhana-bench-ingest-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    from karkhana.core.config import Settings
+
     cfg = Config(
         devices=args.devices,
         keys=args.keys,
@@ -1031,7 +1035,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outstanding_batched=args.outstanding_batched,
         outstanding_single=args.outstanding_single,
         poll_ms=args.poll_ms,
-        writer_max_batch=args.writer_max_batch,
+        writer_max_batch=args.writer_max_batch or Settings().writer_max_batch,
         baseline_batch=args.baseline_batch,
         baseline_flush_ms=args.baseline_flush_ms,
         broker=broker,
