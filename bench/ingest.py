@@ -226,6 +226,7 @@ def _serve_karkhana(spec: ServerSpec, committed: Counter, out: Any, stop: Any) -
             admin_password="bench-admin-password",
             sqlite_synchronous=spec.sync,
             writer_max_batch=spec.writer_max_batch,
+            device_max_msgs_per_s=0,  # a benchmark floods on purpose
             mqtt_url=f"mqtt://127.0.0.1:{spec.port}" if spec.broker == "mosquitto" else "",
             mqtt_host="127.0.0.1",
             mqtt_port=spec.port,

@@ -1,4 +1,5 @@
-"""Command line: ``karkhana serve | demo | simulate | set-password | certs | audit | settings``."""
+"""Command line: ``karkhana serve | demo | simulate | edge | set-password | certs | audit |
+mosquitto | settings``."""
 
 from __future__ import annotations
 
@@ -94,8 +95,14 @@ def _banner(
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, tls: ServerTls | None) -> uvicorn.Config:
-    """The HTTP server: HTTPS on the same port when TLS is on (no plain HTTP beside it)."""
+    """The HTTP server: HTTPS on the same port when TLS is on (no plain HTTP beside it).
+
+    Slow clients: request headers have a deadline (api/server.py) and at most 16 KiB, idle
+    kept-alive connections close after 5 s, and stopping waits at most 10 s for open requests.
+    """
     import uvicorn
+
+    from karkhana.api.server import header_timeout_protocol
 
     return uvicorn.Config(
         app,
@@ -103,8 +110,11 @@ def uvicorn_config(app: FastAPI, settings: Settings, tls: ServerTls | None) -> u
         port=settings.http_port,
         log_level="warning",
         lifespan="off",
+        http=header_timeout_protocol(settings.http_header_timeout_s),
+        h11_max_incomplete_event_size=16 * 1024,
         timeout_keep_alive=5,
-        limit_concurrency=1000,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=settings.http_max_connections or None,
         ssl_certfile=None if tls is None else str(tls.certfile),
         ssl_keyfile=None if tls is None else str(tls.keyfile),
     )
@@ -211,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim_arguments(p)
 
+    p = sub.add_parser(
+        "edge", help="run the edge agent (store-and-forward to a server), or show its status"
+    )
+    from karkhana.edge.cli import add_arguments as edge_arguments
+
+    edge_arguments(p)
+
     p = sub.add_parser("set-password", help="set a user's password (random if none given)")
     config.add_arguments(p, ("data_dir",))
     p.add_argument("username")
@@ -248,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(c, ("data_dir",))
     c.add_argument("--format", choices=["csv", "json"], default="csv")
     c.add_argument("--out", default=None, metavar="FILE", help="write here (default: stdout)")
+
+    p = sub.add_parser("mosquitto", help="device accounts and topic ACLs for a Mosquitto broker")
+    mosq = p.add_subparsers(dest="mosquitto_command", required=True)
+    c = mosq.add_parser(
+        "init", help="write the Mosquitto config snippet, password and ACL files; print mqtt_url"
+    )
+    config.add_arguments(c, ("data_dir", "mosquitto_pid_file"))
+    c.add_argument("--port", type=int, default=1883, help="Mosquitto's listener port (1883)")
+    c.add_argument(
+        "--bind", default="", metavar="ADDRESS", help="listen only on this address (default: all)"
+    )
 
     p = sub.add_parser("settings", help="print every setting with its environment variable")
     return parser
@@ -303,6 +331,49 @@ def certs(args: argparse.Namespace, settings: Settings) -> str:
     return "\n".join(out)
 
 
+async def mosquitto(args: argparse.Namespace, settings: Settings) -> str:
+    """``karkhana mosquitto init``; returns what to print."""
+    from pathlib import Path
+
+    from karkhana.security import mosquitto as mq
+    from karkhana.security.devices import DeviceRegistry
+    from karkhana.store.database import Database
+
+    db = Database(settings.db_path, synchronous=settings.sqlite_synchronous)
+    try:
+        pid = settings.mosquitto_pid_file
+        result = await mq.init(
+            DeviceRegistry(db),
+            settings.data_dir,
+            port=args.port,
+            bind=args.bind,
+            pid_file=Path(pid) if pid not in ("", "off") else None,
+        )
+    finally:
+        await asyncio.to_thread(db.close)
+    paths = result.paths
+    out = [
+        f"written to {paths.root.resolve()}:",
+        f"  {paths.conf.name:<15}include it in Mosquitto: "
+        f"ln -s {paths.conf.resolve()} /etc/mosquitto/conf.d/",
+        f"  {paths.passwords.name:<15}device accounts, kept current by karkhana serve",
+        f"  {paths.acl.name:<15}topic ACLs, kept current by karkhana serve",
+        f"  {paths.server_secret.name:<15}the server's own password"
+        + (" (new)" if result.created_secret else " (kept)"),
+        "start the server with (an environment variable keeps the password out of `ps`):",
+        f"  KARKHANA_MQTT_URL='{result.url}' karkhana serve",
+    ]
+    if result.reload_error:
+        out.append(f"Mosquitto not reloaded: {result.reload_error}")
+    if result.without_credential:
+        out.append(
+            "devices made before Mosquitto support cannot log in there until their token is"
+            f" rotated: {', '.join(result.without_credential)}"
+        )
+    out.append("see docs/mosquitto.md")
+    return "\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -315,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
             logging.getLogger("httpx").setLevel(logging.WARNING)
             return asyncio.run(run_from_args(args))
+        if args.command == "edge":
+            from karkhana.edge.cli import run_from_args as run_edge
+
+            return run_edge(args)
         settings = config.from_args(args)
         logging.basicConfig(
             level=settings.log_level.upper(),
@@ -324,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         if args.command == "certs":
             print(certs(args, settings))
+            return 0
+        if args.command == "mosquitto":
+            print(asyncio.run(mosquitto(args, settings)))
             return 0
         if args.command == "audit":
             code, text = asyncio.run(audit(args, settings))

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from karkhana.assets.service import AssetService
 from karkhana.assets.template import load_templates
@@ -19,6 +20,7 @@ from karkhana.ingest.mqtt import BrokerAddress, MqttListener
 from karkhana.ingest.service import Ingestor
 from karkhana.security.audit import AuditLog
 from karkhana.security.devices import DeviceRegistry
+from karkhana.security.mosquitto import MosquittoPaths, MosquittoSync
 from karkhana.security.secrets import load_or_create_secret
 from karkhana.security.tls import ServerTls, plain_mqtt, server_tls
 from karkhana.security.users import Users
@@ -62,10 +64,13 @@ class Runtime:
             max_payload_bytes=settings.max_payload_bytes,
             max_future_ms=settings.max_future_s * 1000,
             clock=clock,
+            max_msgs_per_s=settings.device_max_msgs_per_s,
+            burst_msgs=settings.device_burst_msgs,
         )
         self.broker: EmbeddedBroker | None = None
         self.tls: ServerTls | None = None
         self.listener: MqttListener | None = None
+        self.mosquitto: MosquittoSync | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -80,6 +85,14 @@ class Runtime:
     async def start(self, *, mqtt: bool = True) -> StartInfo:
         self.tls = server_tls(self.settings.tls, self.settings.data_dir)
         await self.devices.load()
+        mosquitto = MosquittoPaths.of(self.settings.data_dir)
+        if mosquitto.initialised:
+            # before the listener connects: its own account is in the files written here
+            pid_file = self.settings.mosquitto_pid_file
+            self.mosquitto = MosquittoSync(
+                self.devices, mosquitto, Path(pid_file) if pid_file not in ("", "off") else None
+            )
+            await self.mosquitto.start()
         generated = await self.users.ensure_admin(self.settings.admin_password)
         mode = "off"
         if mqtt and self.settings.mqtt_url:
@@ -102,9 +115,11 @@ class Runtime:
                 self.ingestor,
                 s.mqtt_host,
                 s.mqtt_port if plain else None,
+                s.mqtt_max_connections,
                 tls=self.tls,
                 tls_port=s.mqtts_port,
                 audit=self.audit,
+                read_timeout_s=s.mqtt_read_timeout_s,
             )
             if self.tls is None:
                 mode = f"embedded broker on port {s.mqtt_port}"

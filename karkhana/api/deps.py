@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -63,7 +64,7 @@ def policy_of(request: Request) -> Policy | None:
 async def _body_field(request: Request, *names: str) -> tuple[str, str] | None:
     try:
         body = json.loads(await request.body() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None  # the route's own validation answers with the reason
     if isinstance(body, dict):
         for name in names:
@@ -73,9 +74,28 @@ async def _body_field(request: Request, *names: str) -> tuple[str, str] | None:
     return None
 
 
+async def _body_sites(request: Request) -> list[str] | None:
+    """The ``sites`` list of a JSON body (a user belongs to several sites), if it has one."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (ValueError, RecursionError):
+        return None
+    sites = body.get("sites") if isinstance(body, dict) else None
+    if isinstance(sites, list) and all(isinstance(s, str) for s in sites):
+        return sites
+    return None
+
+
 def default_site(user: User) -> str | None:
     """The site a non-admin creates things in when the request names none: their only one."""
     return next(iter(user.sites)) if len(user.sites) == 1 else None
+
+
+def one_site(user: User, sites: Iterable[str]) -> str | None:
+    """The site that stands for a resource in several sites: one the user lacks, if any, so
+    that access needs all of them (None, for a resource in no site: only admins)."""
+    ordered = sorted(sites)
+    return next((s for s in ordered if s not in user.sites), ordered[0] if ordered else None)
 
 
 async def resource_site(request: Request, rt: Runtime, user: User) -> str | None:
@@ -90,6 +110,11 @@ async def resource_site(request: Request, rt: Runtime, user: User) -> str | None
         if kind == "sites" and user.role is not Role.ADMIN:
             raise Forbidden("only admins delete sites")
         return await rt.assets.site_of(kind, params["item_id"])
+    if "username" in params:
+        return one_site(user, (await rt.users.get(params["username"])).sites)
+    sites = await _body_sites(request)
+    if sites:
+        return one_site(user, sites)
     found = await _body_field(request, "site_id", "area_id", "line_id")
     if found is None:
         return default_site(user)

@@ -19,6 +19,7 @@ class DeviceOut(BaseModel):
     created_ms: int
     token_changed_ms: int
     site_id: str | None
+    parent_id: str | None
 
     @classmethod
     def of(cls, d: Device) -> DeviceOut:
@@ -29,6 +30,7 @@ class DeviceOut(BaseModel):
             created_ms=d.created_ms,
             token_changed_ms=d.token_changed_ms,
             site_id=d.site_id,
+            parent_id=d.parent_id,
         )
 
 
@@ -38,6 +40,11 @@ class DeviceCreate(BaseModel):
     template: str | None = Field(default=None, max_length=64)
     site_id: str | None = Field(
         default=None, max_length=64, description="default: the caller's site when they have one"
+    )
+    parent_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="a gateway (an existing device) that may also publish for this device",
     )
 
 
@@ -71,7 +78,16 @@ async def create_device(
     if body.template is not None and body.template not in rt.assets.templates:
         raise NotFound(f"no machine template {body.template}")
     site_id = body.site_id or default_site(user)
-    device, token = await rt.devices.create(body.id, body.name, body.template, site_id)
+    sites = visible_sites(user)
+    if (
+        body.parent_id is not None
+        and sites is not None
+        and await rt.devices.site_of(body.parent_id) not in sites
+    ):
+        raise NotFound(f"no device {body.parent_id}")
+    device, token = await rt.devices.create(
+        body.id, body.name, body.template, site_id, parent_id=body.parent_id
+    )
     await rt.audit.record(
         user.username, "device.create", f"device:{device.id}", after=asdict(device), source=source
     )

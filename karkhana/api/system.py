@@ -12,8 +12,14 @@ router = APIRouter(prefix="/api/v1", tags=["system"])
 
 @router.get("/health")
 async def health(rt: RuntimeDep) -> dict[str, Any]:
-    """Liveness for load balancers and the edge agent; needs no login."""
-    return {"status": "ok", "version": __version__, "writer_queue": rt.db.queue_depth}
+    """Liveness for load balancers and the edge agent; needs no login. ``time_ms`` is the
+    server's clock, from which edge agents estimate their own clock's offset."""
+    return {
+        "status": "ok",
+        "version": __version__,
+        "writer_queue": rt.db.queue_depth,
+        "time_ms": rt.clock.now_ms(),
+    }
 
 
 @router.get("/ingest/stats")

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from karkhana.api.deps import CurrentUser, RuntimeDep, client_address
-from karkhana.core.errors import InvalidPayload, PayloadTooLarge, Unauthorized
+from karkhana.core.errors import InvalidPayload, PayloadTooLarge, RequestTimeout, Unauthorized
 from karkhana.core.model import Point
 from karkhana.core.timeutil import nice_bucket, parse_duration, parse_ts
 from karkhana.runtime import Runtime
@@ -39,15 +41,20 @@ class SeriesOut(BaseModel):
     points: list[tuple[int, float | str | None]]
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, read up to ``limit`` bytes and for at most ``timeout_s`` (0: no limit)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"payload is {declared} bytes; the limit is {limit}")
     chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > limit:
-            raise PayloadTooLarge(f"payload exceeds the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout_s or None):
+            async for chunk in request.stream():
+                chunks += chunk
+                if len(chunks) > limit:
+                    raise PayloadTooLarge(f"payload exceeds the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from None
     return bytes(chunks)
 
 
@@ -76,12 +83,14 @@ async def ingest(
 ) -> IngestResult:
     """Store telemetry of one device, authenticated with the device's own token.
 
-    Answers only after the samples are committed to disk.
+    Answers only after the samples are committed to disk. A device that sends more than
+    ``device_max_msgs_per_s`` messages a second gets 429 with Retry-After; a body that takes
+    longer than ``http_body_timeout_s`` to arrive gets 408.
     """
     token = None
     if authorization and authorization[:7].lower() == "bearer ":
         token = authorization[7:].strip()
-    body = await _body(request, rt.settings.max_payload_bytes)
+    body = await _body(request, rt.settings.max_payload_bytes, rt.settings.http_body_timeout_s)
     try:
         result = await rt.ingestor.ingest(device_id, body, token=token or "")
     except Unauthorized:
@@ -157,7 +166,8 @@ def _csv(series: SeriesOut) -> Response:
     for ts, value in series.points:
         iso = datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
         writer.writerow([ts, iso.replace("+00:00", "Z"), "" if value is None else value])
-    name = f"{series.device_id}_{series.key}.csv".replace("/", "_")
+    # a header is latin-1 and the key comes from the URL: keep the file name to plain characters
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{series.device_id}_{series.key}") + ".csv"
     return Response(
         out.getvalue(),
         media_type="text/csv",

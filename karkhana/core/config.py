@@ -48,6 +48,13 @@ SETTINGS: tuple[Setting, ...] = (
         " mqtt_url (default: the system's trusted CAs)",
     ),
     Setting(
+        "mosquitto_pid_file",
+        str,
+        "/run/mosquitto/mosquitto.pid",
+        "after `karkhana mosquitto init`: Mosquitto's pid file, to send it SIGHUP when device"
+        " credentials change (off: something else reloads it, see docs/mosquitto.md)",
+    ),
+    Setting(
         "tls",
         str,
         "auto",
@@ -72,6 +79,66 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_payload_bytes", int, 256 * 1024, "largest telemetry message accepted"),
     Setting("max_future_s", int, 86_400, "reject samples timestamped further ahead than this"),
+    Setting(
+        "edge_max_batch_bytes",
+        int,
+        2 * 1024 * 1024,
+        "largest compressed batch an edge agent may send (POST /api/v1/edge/batches)",
+    ),
+    Setting(
+        "edge_create_children",
+        str,
+        "on",
+        "on: a device that an edge gateway sends data for and that does not exist yet is created"
+        " as the gateway's child, in its site; off: children must be registered first",
+    ),
+    Setting("edge_max_children", int, 1000, "most child devices one edge gateway may create"),
+    Setting(
+        "device_max_msgs_per_s",
+        int,
+        20,
+        "telemetry messages a second one device may send, over HTTP and MQTT alike; more are"
+        " refused (HTTP 429) or dropped (MQTT) and counted (0 = no limit)",
+    ),
+    Setting(
+        "device_burst_msgs",
+        int,
+        200,
+        "messages one device may send at once before device_max_msgs_per_s applies",
+    ),
+    Setting(
+        "http_max_connections",
+        int,
+        1000,
+        "open HTTP connections and requests in progress; beyond this the server answers 503"
+        " (0 = no limit)",
+    ),
+    Setting(
+        "http_header_timeout_s",
+        int,
+        10,
+        "seconds an HTTP client has to send a request's headers, from connecting or from the"
+        " previous answer; a slower connection is closed (0 = no limit)",
+    ),
+    Setting(
+        "http_body_timeout_s",
+        int,
+        60,
+        "seconds an HTTP client has to send the body of a telemetry request (0 = no limit)",
+    ),
+    Setting(
+        "mqtt_max_connections",
+        int,
+        2000,
+        "connections the embedded MQTT broker holds; more are closed at once (0 = no limit)",
+    ),
+    Setting(
+        "mqtt_read_timeout_s",
+        int,
+        10,
+        "seconds the embedded broker waits for a new connection's CONNECT, and for the rest of a"
+        " packet once it has begun; a slower connection is closed (0 = no limit)",
+    ),
     Setting("raw_retention_days", int, 30, "days raw samples are kept (0 = forever)"),
     Setting("rollup_1m_retention_days", int, 400, "days 1-minute rollups are kept (0 = forever)"),
     Setting("rollup_1h_retention_days", int, 0, "days 1-hour rollups are kept (0 = forever)"),
@@ -82,13 +149,23 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLite fsync policy: FULL survives power cuts with no loss of acknowledged data;"
         " NORMAL may lose the last commits on a power cut",
     ),
-    Setting("writer_max_batch", int, 5000, "most samples the writer commits in one transaction"),
+    Setting(
+        "writer_max_batch",
+        int,
+        50_000,
+        "most samples the writer commits in one transaction (bigger groups amortise the"
+        " per-series cost of rollups under heavy load)",
+    ),
     Setting("token_ttl_hours", int, 12, "lifetime of API tokens issued at login"),
     Setting("log_level", str, "info", "debug, info, warning or error"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
-_CHOICES = {"tls": ("auto", "on", "off"), "mqtt_plain": ("on", "off")}
+_CHOICES = {
+    "tls": ("auto", "on", "off"),
+    "mqtt_plain": ("on", "off"),
+    "edge_create_children": ("on", "off"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +176,7 @@ class Settings:
     mqtt_port: int = 1883
     mqtt_url: str = ""
     mqtt_ca_file: str = ""
+    mosquitto_pid_file: str = "/run/mosquitto/mosquitto.pid"
     tls: str = "auto"
     mqtts_port: int = 8883
     mqtt_plain: str = "off"
@@ -106,11 +184,21 @@ class Settings:
     admin_password: str = ""
     max_payload_bytes: int = 256 * 1024
     max_future_s: int = 86_400
+    edge_max_batch_bytes: int = 2 * 1024 * 1024
+    edge_create_children: str = "on"
+    edge_max_children: int = 1000
+    device_max_msgs_per_s: int = 20
+    device_burst_msgs: int = 200
+    http_max_connections: int = 1000
+    http_header_timeout_s: int = 10
+    http_body_timeout_s: int = 60
+    mqtt_max_connections: int = 2000
+    mqtt_read_timeout_s: int = 10
     raw_retention_days: int = 30
     rollup_1m_retention_days: int = 400
     rollup_1h_retention_days: int = 0
     sqlite_synchronous: str = "FULL"
-    writer_max_batch: int = 5000
+    writer_max_batch: int = 50_000
     token_ttl_hours: int = 12
     log_level: str = "info"
 

@@ -56,9 +56,15 @@ class TooManyRequests(KarkhanaError):
 
     reason = "too_many_requests"
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, retry_after: int = 1, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
         self.retry_after = retry_after
+
+
+class RequestTimeout(KarkhanaError):
+    """The sender took too long to send its request (a slow or stalled client)."""
+
+    reason = "request_timeout"
 
 
 class StoreUnavailable(KarkhanaError):

@@ -1,7 +1,8 @@
 """The embedded MQTT broker (amqtt), so that a factory needs nothing else installed.
 
 Devices connect with username = device id and password = device token. A device may publish
-only under ``karkhana/<its id>/`` and subscribe only there. Telemetry is stored before the
+only under ``karkhana/<its id>/`` and subscribe only there; a gateway (the parent of other
+devices in the registry) also under its children's ``karkhana/<child id>/``. Telemetry is stored before the
 broker answers PUBACK, so a QoS 1 publisher that got its PUBACK knows the data is committed;
 a message that cannot be stored is never acknowledged and the device sends it again.
 
@@ -20,21 +21,76 @@ import logging
 import ssl
 from typing import Any
 
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from karkhana.core.errors import KarkhanaError, StoreUnavailable
 from karkhana.ingest.service import Ingestor, device_of_topic
 from karkhana.security.audit import AuditLog
+from karkhana.security.devices import DeviceRegistry
 from karkhana.security.tls import ServerTls, client_device_id
 
 log = logging.getLogger(__name__)
 
 
+class _ConnectionClosed(Exception):
+    """A connection that broke a limit; amqtt ends its reader loop on an exception it does not
+    know, so this is deliberately not one of amqtt's own."""
+
+
+class _LimitedReader(StreamReaderAdapter):  # type: ignore[misc]
+    """A connection's reads, limited: a packet larger than ``max_bytes`` closes the connection
+    rather than being buffered whole, and a packet that has begun must arrive within
+    ``timeout_s`` (amqtt waits for the rest of a packet forever)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_bytes: int,
+        timeout_s: float,
+    ) -> None:
+        super().__init__(reader)
+        self._transport = writer.transport
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+
+    def _close(self, why: str) -> _ConnectionClosed:
+        peer = self._transport.get_extra_info("peername")
+        log.warning("closing MQTT connection from %s: %s", peer[0] if peer else "?", why)
+        self._transport.abort()
+        return _ConnectionClosed(why)
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self.max_bytes:
+            raise self._close(f"a packet part of {n} bytes; the limit is {self.max_bytes}")
+        # one-byte reads are packet headers, which wait up to the keep-alive time between packets
+        if n <= 1 or not self.timeout_s:
+            data: bytes = await super().read(n)
+            return data
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                data = await super().read(n)
+        except TimeoutError:
+            raise self._close(f"{n} bytes not sent within {self.timeout_s:g} s") from None
+        return data
+
+
 class _IngestingHandler(BrokerProtocolHandler):  # type: ignore[misc]
     ingestor: Ingestor
+
+    def handle_read_timeout(self) -> None:
+        """The keep-alive time passed without a packet: close, as MQTT requires (amqtt only
+        logs it, so that connections of devices that lost power would hold their slots)."""
+        log.debug(
+            "MQTT keep-alive timeout for %r", self.session.client_id if self.session else None
+        )
+        if self.reader is not None:
+            self.reader.feed_eof()
 
     async def handle_publish(self, publish_packet: Any) -> None:
         session = self.session
@@ -43,7 +99,7 @@ class _IngestingHandler(BrokerProtocolHandler):  # type: ignore[misc]
         if (
             session is not None
             and device_id is not None
-            and session.username == device_id
+            and self.ingestor.devices.may_act_for(session.username, device_id)
             and publish_packet.data is not None
         ):
             try:
@@ -57,10 +113,13 @@ class _IngestingHandler(BrokerProtocolHandler):  # type: ignore[misc]
         await super().handle_publish(publish_packet)
 
 
-def _allowed(session: Session, topic: str) -> bool:
-    username = session.username
-    return bool(username) and (
-        topic == f"karkhana/{username}" or topic.startswith(f"karkhana/{username}/")
+def _allowed(devices: DeviceRegistry, session: Session, topic: str) -> bool:
+    """Under ``karkhana/<id>`` where the user is device ``id`` or its gateway."""
+    parts = topic.split("/", 2)
+    return (
+        len(parts) >= 2
+        and parts[0] == "karkhana"
+        and devices.may_act_for(session.username, parts[1])
     )
 
 
@@ -75,8 +134,14 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         tls: ServerTls | None = None,
         tls_port: int = 8883,
         audit: AuditLog | None = None,
+        read_timeout_s: float = 10.0,
     ) -> None:
-        """Plain MQTT on ``port`` (None: none), MQTTS on ``tls_port`` when ``tls`` is given."""
+        """Plain MQTT on ``port`` (None: none), MQTTS on ``tls_port`` when ``tls`` is given.
+
+        At most ``max_connections`` per listener (0: no limit); more are closed at once rather
+        than left waiting. A new connection must send CONNECT within ``read_timeout_s``, and a
+        packet that has begun must arrive whole within it (0: no limit).
+        """
         listeners: list[dict[str, Any]] = []
         if port is not None:
             listeners.append({"type": "tcp", "bind": f"{host}:{port}"})
@@ -107,14 +172,32 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         super().__init__(config, loop=asyncio.get_running_loop())
         self.ingestor = ingestor
         self.audit = audit
+        self.read_timeout_s = read_timeout_s
+        # a message a little over the limit is read, refused and counted; a far bigger one
+        # closes the connection instead of being held in memory
+        self.max_read_bytes = ingestor.max_payload_bytes + 65_536
+        self.refused_full = 0
+        self._full_logged = -60.0
         ingestor.devices.on_revoked(self._revoked)
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
     ) -> tuple[Any, Session]:
-        handler, session = await super()._initialize_client_session(
-            reader, writer, remote_address, remote_port
-        )
+        try:
+            async with asyncio.timeout(self.read_timeout_s or None):
+                handler, session = await super()._initialize_client_session(
+                    reader, writer, remote_address, remote_port
+                )
+        except (TimeoutError, _ConnectionClosed) as exc:
+            if isinstance(exc, TimeoutError):
+                log.info("no MQTT CONNECT from %s within %g s", remote_address, self.read_timeout_s)
+            if isinstance(writer, StreamWriterAdapter):
+                writer.is_closed = True
+                writer._writer.transport.abort()
+            raise AMQTTError("no CONNECT in time") from None  # amqtt frees the slot on this
+        if session.keep_alive > 0:
+            # MQTT: the server waits one and a half keep-alive periods before closing
+            session.keep_alive += (session.keep_alive + 1) // 2
         # amqtt reuses a persistent session without updating its TLS state; the certificate
         # must be the one of this connection, never one left from an earlier connection
         session.ssl_object = writer.get_ssl_info()
@@ -123,12 +206,35 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         handler.ingestor = self.ingestor
         return handler, session
 
-    async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        server = self._servers.get(listener_name)
+        if server is not None and server.semaphore is not None and server.semaphore.locked():
+            self._refuse_full(writer, server.max_connections)
+            return
         try:
-            await super().stream_connected(reader, writer, listener_name)
+            await self._client_connected(
+                listener_name,
+                _LimitedReader(reader, writer, self.max_read_bytes, self.read_timeout_s),
+                StreamWriterAdapter(writer),
+            )
         except (ConnectionError, ssl.SSLError) as exc:
             # a client that hangs up while being refused (usual after a TLS alert) is no error
             log.debug("MQTT connection closed by the client: %s", exc)
+
+    def _refuse_full(self, writer: asyncio.StreamWriter, limit: int) -> None:
+        """Close a connection beyond the limit at once (amqtt would hold it until a slot frees)."""
+        self.refused_full += 1
+        writer.transport.abort()
+        now = asyncio.get_running_loop().time()
+        if now - self._full_logged >= 60:
+            self._full_logged = now
+            log.warning(
+                "MQTT connection limit (%d) reached: refusing connections (%d so far)",
+                limit,
+                self.refused_full,
+            )
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         ssl_object = session.ssl_object
@@ -159,7 +265,7 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         return ok
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        return _allowed(session, topic)
+        return _allowed(self.ingestor.devices, session, topic)
 
     def _revoked(self, device_id: str) -> None:
         """Close connections that used a token that was just rotated or deleted."""

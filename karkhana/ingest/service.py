@@ -7,15 +7,17 @@ is judged the same way whichever way it arrived.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
-from karkhana.core.errors import KarkhanaError, Unauthorized
+from karkhana.core.errors import KarkhanaError, TooManyRequests, Unauthorized
 from karkhana.core.model import Sample
 from karkhana.ingest.codec import decode
+from karkhana.ingest.ratelimit import RateLimiter
 from karkhana.security.devices import DeviceRegistry
 from karkhana.store.base import WriteResult
 from karkhana.store.sqlite import SQLiteStore
@@ -57,7 +59,10 @@ class Ingestor:
         max_future_ms: int = 86_400_000,
         clock: Clock = SYSTEM_CLOCK,
         log_interval_ms: int = 60_000,
+        max_msgs_per_s: float = 0,
+        burst_msgs: int = 1,
     ) -> None:
+        """``max_msgs_per_s`` per device (0: no limit), ``burst_msgs`` at once."""
         self.store = store
         self.devices = devices
         self.max_payload_bytes = max_payload_bytes
@@ -65,6 +70,7 @@ class Ingestor:
         self.clock = clock
         self.log_interval_ms = log_interval_ms
         self.stats: defaultdict[str, DeviceStats] = defaultdict(DeviceStats)
+        self.limiter = RateLimiter(max_msgs_per_s, burst_msgs)
         self._lock = threading.Lock()
 
     def decode(self, device_id: str, payload: bytes) -> list[Sample]:
@@ -76,11 +82,27 @@ class Ingestor:
             max_bytes=self.max_payload_bytes,
         )
 
+    def admit(self, device_id: str) -> None:
+        """Take one message from the device's allowance; TooManyRequests when it has none."""
+        if not self.limiter.enabled:
+            return
+        now = self.clock.now_ms()
+        with self._lock:
+            wait = self.limiter.take(device_id, now)
+        if wait > 0:
+            raise TooManyRequests(
+                f"more than {self.limiter.rate:g} messages a second",
+                retry_after=max(1, math.ceil(wait)),
+                reason="rate_limited",
+            )
+
     async def ingest(self, device_id: str, payload: bytes, token: str | None = None) -> WriteResult:
-        """Check the token (when given), decode and store; raises a KarkhanaError on bad input."""
+        """Check the token (when given) and the device's message rate, decode and store; raises
+        a KarkhanaError on bad input."""
         try:
             if token is not None and not self.devices.verify(device_id, token):
                 raise Unauthorized("unknown device or wrong token")
+            self.admit(device_id)
             samples = self.decode(device_id, payload)
         except KarkhanaError as exc:
             self.reject(device_id, exc)
@@ -96,6 +118,7 @@ class Ingestor:
         try:
             if not self.devices.exists(device_id):
                 raise Unauthorized("unknown device")
+            self.admit(device_id)
             samples = self.decode(device_id, payload)
         except KarkhanaError as exc:
             self.reject(device_id, exc)

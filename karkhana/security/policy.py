@@ -104,6 +104,7 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", "/api/v1/devices/{device_id}/rotate-token"): site(C),
     ("DELETE", "/api/v1/devices/{device_id}"): site(C),
     ("POST", "/api/v1/telemetry/{device_id}"): DEVICE,
+    ("POST", "/api/v1/edge/batches"): DEVICE,
     ("GET", "/api/v1/telemetry/{device_id}/latest"): site(R),
     ("GET", "/api/v1/telemetry/{device_id}/{key:path}"): site(R),
     ("GET", "/api/v1/templates"): global_(R),
@@ -118,7 +119,31 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("DELETE", "/api/v1/{kind}/{item_id}"): site(C),
     ("GET", "/api/v1/audit"): global_(A),
     ("GET", "/api/v1/audit/verify"): global_(A),
+    ("GET", "/api/v1/users"): listed(M),
+    ("POST", "/api/v1/users"): site(M),
+    ("DELETE", "/api/v1/users/{username}"): site(M),
+    ("PUT", "/api/v1/users/{username}/sites"): global_(A),
+    ("POST", "/api/v1/users/{username}/password"): global_(A),
+    ("GET", "/api/v1/tokens"): SELF,
+    ("POST", "/api/v1/tokens"): SELF,
+    ("DELETE", "/api/v1/tokens/{token_id}"): SELF,
 }
+
+
+def granted(role: Role, scopes: frozenset[Permission] | None = None) -> frozenset[Permission]:
+    """What a role may do, narrowed to an API token's scopes when there are some."""
+    return ROLE_PERMISSIONS[role] if scopes is None else ROLE_PERMISSIONS[role] & scopes
+
+
+def may_assign(role: Role, scopes: frozenset[Permission] | None, new_role: Role) -> bool:
+    """Whether someone may give ``new_role`` to a user (or manage a user who has it).
+
+    Nobody grants more than they have, and only administrators make people who manage others:
+    a manager creates engineers, operators and viewers, never another manager.
+    """
+    have = granted(role, scopes)
+    give = ROLE_PERMISSIONS[new_role]
+    return give <= have and (Permission.MANAGE not in give or Permission.ADMINISTER in have)
 
 
 def allowed(
@@ -136,9 +161,8 @@ def allowed(
     """
     if policy.scope in (Scope.PUBLIC, Scope.DEVICE, Scope.USER):
         return True
-    granted = ROLE_PERMISSIONS[role] if scopes is None else ROLE_PERMISSIONS[role] & scopes
     assert policy.permission is not None
-    if policy.permission not in granted:
+    if policy.permission not in granted(role, scopes):
         return False
     if policy.scope is not Scope.SITE or role is Role.ADMIN:
         return True

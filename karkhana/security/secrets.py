@@ -7,6 +7,7 @@ Passwords chosen by people are weak by comparison and get argon2, which is slow 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -68,3 +69,30 @@ def load_or_create_secret(path: Path) -> bytes:
 def csrf_token(secret: bytes, session_token: str) -> str:
     """The CSRF token bound to one session: only a page that was told it can send it back."""
     return hmac.new(secret, session_token.encode(), hashlib.sha256).hexdigest()
+
+
+MOSQUITTO_ITERATIONS = 101
+"""What ``mosquitto_passwd`` of Mosquitto 2.0 uses; tokens are random, so more would add nothing."""
+
+
+def mosquitto_hash(
+    password: str, *, salt: bytes | None = None, iterations: int = MOSQUITTO_ITERATIONS
+) -> str:
+    """``password`` in Mosquitto's password-file format: ``$7$<iterations>$<salt>$<hash>``,
+    PBKDF2-SHA512 with a 12-byte salt and a 64-byte hash, both base64."""
+    salt = secrets.token_bytes(12) if salt is None else salt
+    derived = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(derived).decode()}"
+
+
+def mosquitto_hash_matches(password: str, hashed: str) -> bool:
+    try:
+        _, kind, iterations, salt, _derived = hashed.split("$")
+        if kind != "7":
+            return False
+        expected = mosquitto_hash(
+            password, salt=base64.b64decode(salt, validate=True), iterations=int(iterations)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected, hashed)

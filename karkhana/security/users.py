@@ -223,6 +223,17 @@ class Users:
 
         return await self.db.execute_read_fn(read)
 
+    async def get(self, username: str) -> User:
+        row = await self.db.execute_read_fn(
+            lambda c: c.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no user {username}")
+        try:
+            return await self._user(row[0])
+        except Unauthorized:
+            raise NotFound(f"no user {username}") from None
+
     async def delete(
         self, username: str, *, actor: str = "system", source: str | None = None
     ) -> None:

@@ -138,6 +138,12 @@ MIGRATIONS: tuple[str, ...] = (
     WHEN OLD.name IN ('genesis', 'key_id')
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # gateways (a device that publishes for its children) and the token in Mosquitto's password
+    # file format (security/mosquitto.py), made while the plaintext token exists
+    """
+    ALTER TABLE devices ADD COLUMN parent_id TEXT REFERENCES devices (id) ON DELETE SET NULL;
+    ALTER TABLE devices ADD COLUMN mqtt_hash TEXT;
+    """,
 )
 
 

@@ -66,3 +66,13 @@ async def test_device_lifecycle(admin: httpx.AsyncClient) -> None:
     assert (await admin.delete("/api/v1/devices/press-1?purge=true")).status_code == 204
     assert (await admin.get("/api/v1/devices/press-1")).status_code == 404
     assert (await admin.delete("/api/v1/devices/press-1")).status_code == 404
+
+
+async def test_device_with_a_gateway(admin: httpx.AsyncClient) -> None:
+    assert (await admin.post("/api/v1/devices", json={"id": "gw-1"})).status_code == 201
+    r = await admin.post("/api/v1/devices", json={"id": "plc-1", "parent_id": "gw-1"})
+    assert r.status_code == 201
+    assert (await admin.get("/api/v1/devices/plc-1")).json()["parent_id"] == "gw-1"
+    r = await admin.post("/api/v1/devices", json={"id": "plc-2", "parent_id": "nobody"})
+    assert r.status_code == 404
+    assert (await admin.get("/api/v1/devices/gw-1")).json()["parent_id"] is None

@@ -44,6 +44,7 @@ async def world(runtime: Runtime) -> AsyncIterator[dict[str, Any]]:
         await runtime.assets.create_machine(
             f"m-{tag}", f"line-{tag}", "M", "power_loom", f"dev-{tag}"
         )
+        await runtime.users.create(f"staff-{tag}", PASSWORD, Role.OPERATOR, [site])
     tokens = {}
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -72,6 +73,8 @@ def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any
         "template_id": "power_loom",
         "kind": "lines",
         "item_id": f"line-{target}",
+        "username": f"staff-{target}",
+        "token_id": "0" * 16,
     }
     url = re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], path)
     site = SITES[target]
@@ -87,8 +90,17 @@ def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any
             "template": "power_loom",
         },
         "/api/v1/auth/login": {"username": "nobody", "password": "wrong-password"},
+        "/api/v1/users": {
+            "username": f"user-{n}",
+            "password": PASSWORD,
+            "role": "viewer",
+            "sites": [site],
+        },
+        "/api/v1/users/{username}/sites": {"sites": [site]},
+        "/api/v1/users/{username}/password": {"password": PASSWORD},
+        "/api/v1/tokens": {"name": f"token-{n}", "scopes": ["read"]},
     }
-    return url, bodies.get(path) if method == "POST" else None
+    return url, bodies.get(path) if method in ("POST", "PUT") else None
 
 
 async def test_authorization_matrix(runtime: Runtime, world: dict[str, Any]) -> None:
@@ -148,3 +160,18 @@ async def test_engineer_creates_devices_in_their_site_by_default(world: dict[str
     assert (await client.get("/api/v1/devices/fresh", headers=engineer)).json()[
         "site_id"
     ] == "site-a"
+
+
+async def test_a_gateway_of_another_site_cannot_be_a_parent(world: dict[str, Any]) -> None:
+    client: httpx.AsyncClient = world["client"]
+    engineer = {"Authorization": f"Bearer {world['tokens'][Role.ENGINEER]}"}
+    r = await client.post(
+        "/api/v1/devices", json={"id": "child-b", "parent_id": "dev-other"}, headers=engineer
+    )
+    assert r.status_code == 404
+    r = await client.post(
+        "/api/v1/devices", json={"id": "child-a", "parent_id": "dev-own"}, headers=engineer
+    )
+    assert r.status_code == 201
+    got = await client.get("/api/v1/devices/child-a", headers=engineer)
+    assert got.json()["parent_id"] == "dev-own"
