@@ -120,8 +120,16 @@ class Database:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         self.commits = 0
+        # Checkpoints copy the WAL back into the database file; done by the writer they would
+        # stall ingestion for the length of the copy, so a thread of their own does them.
+        self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="karkhana-writer", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="karkhana-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     # -- writing -------------------------------------------------------------------------
     def submit(self, handler: BatchHandler[T, Any], item: T, done: Done, size: int = 1) -> None:
@@ -199,6 +207,10 @@ class Database:
                 if pending is not None:
                     self._write_group([pending])
                 break
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("final checkpoint failed: %s", translate(exc))
         self._writer.close()
 
     def _write_group(self, group: list[_Job]) -> None:
@@ -255,11 +267,24 @@ class Database:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    def _checkpoint_loop(self, interval_s: float = 1.0) -> None:
+        conn = connect(self.path, synchronous=self.synchronous)
+        try:
+            while not self._stopping.wait(interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint failed: %s", translate(exc))
+        finally:
+            conn.close()
+
     def close(self) -> None:
         """Finish queued writes, then stop the writer and close every connection."""
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
+        self._checkpointer.join()
         self._queue.put(_STOP)
         self._thread.join()
         with self._readers_lock:
