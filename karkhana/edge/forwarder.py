@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -165,7 +166,8 @@ class Forwarder:
             base_url=config.server.rstrip("/"),
             transport=transport,
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            verify=config.ca_file or True,
+            # with a CA file only that CA is trusted: the server's certificate is pinned to it
+            verify=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True,
             headers={
                 "Authorization": f"Bearer {config.token}",
                 "X-Karkhana-Gateway": config.gateway_id,
