@@ -8,13 +8,12 @@ and field at fault, because templates are edited by hand.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from karkhana.core.errors import ConfigError
+from karkhana.core.datafile import FieldReader, load_all, read_toml
 from karkhana.core.model import Value, is_valid_key
 
 SignalKind = Literal["number", "bool", "string", "counter"]
@@ -101,48 +100,18 @@ class MachineTemplate:
 
 def load_template(path: Path) -> MachineTemplate:
     """One template from a TOML file; raises ConfigError naming the file and field at fault."""
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: template file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return _Parser(path).template(doc)
+    return _Parser(path).template(read_toml(path, "template"))
 
 
 def load_templates(directory: Path | None = None) -> dict[str, MachineTemplate]:
     """The shipped templates, plus those in ``directory`` (which replace shipped ones by id)."""
-    templates = _load_dir(BUILTIN_DIR)
-    if directory is not None:
-        if not directory.is_dir():
-            raise ConfigError(f"{directory}: template directory not found")
-        templates.update(_load_dir(directory))
-    return templates
+    return load_all(BUILTIN_DIR, directory, load_template, lambda t: t.id, "template")
 
 
-def _load_dir(directory: Path) -> dict[str, MachineTemplate]:
-    """Templates of one directory; ids are unique because each must match its file name."""
-    templates = (load_template(path) for path in sorted(directory.glob("*.toml")))
-    return {t.id: t for t in templates}
-
-
-class _Parser:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, field: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {field}: {message}")
-
+class _Parser(FieldReader):
     def template(self, doc: Mapping[str, Any]) -> MachineTemplate:
         self.no_unknown(doc, _TOP_FIELDS, "")
-        template_id = self.text(doc, "id", "id")
-        if not _TEMPLATE_ID.fullmatch(template_id):
-            raise self.fail("id", f"{template_id!r} must be lower-case letters, digits and _")
-        if template_id != self.path.stem:
-            raise self.fail("id", f"{template_id!r} must match the file name {self.path.name!r}")
+        template_id = self.file_id(doc)
         raw_signals = doc.get("signals")
         if not isinstance(raw_signals, list) or not raw_signals:
             raise self.fail("signals", "missing; a template needs at least one [[signals]] table")
@@ -262,34 +231,6 @@ class _Parser:
                 f"{where}.value", f"{op} {value!r} does not fit {spec.kind} signal {key!r}"
             )
         return Condition(signal=key, op=cast(Operator, op), value=cast(Value, value))
-
-    def no_unknown(self, item: Mapping[str, Any], allowed: set[str], where: str) -> None:
-        for name in item:
-            if name not in allowed:
-                field = f"{where}.{name}" if where else name
-                raise self.fail(
-                    field, f"unknown field (expected one of {', '.join(sorted(allowed))})"
-                )
-
-    def text(self, item: Mapping[str, Any], name: str, field: str) -> str:
-        value = self.optional_text(item, name, field)
-        if value is None or not value.strip():
-            raise self.fail(field, "missing")
-        return value
-
-    def optional_text(self, item: Mapping[str, Any], name: str, field: str) -> str | None:
-        value = item.get(name)
-        if value is not None and not isinstance(value, str):
-            raise self.fail(field, f"expected text, got {type(value).__name__}")
-        return value
-
-    def number(self, item: Mapping[str, Any], name: str, field: str) -> float | None:
-        value = item.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(field, f"expected a number, got {type(value).__name__}")
-        return float(value)
 
     def positive(self, item: Mapping[str, Any], name: str) -> float | None:
         value = self.number(item, name, name)

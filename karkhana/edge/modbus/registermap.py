@@ -27,15 +27,13 @@ fault, because maps are edited by hand.
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from karkhana.core.errors import ConfigError
+from karkhana.core.datafile import FieldReader, load_all, read_toml
 from karkhana.core.model import is_valid_key
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
@@ -127,48 +125,18 @@ class RegisterMap:
 
 def load_map(path: Path) -> RegisterMap:
     """One map from a TOML file; raises ConfigError naming the file and field at fault."""
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: register map file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return _Parser(path).register_map(doc)
+    return _Parser(path).register_map(read_toml(path, "register map"))
 
 
 def load_maps(directory: Path | None = None) -> dict[str, RegisterMap]:
     """The shipped maps, plus those in ``directory`` (which replace shipped ones by id)."""
-    maps = _load_dir(BUILTIN_DIR)
-    if directory is not None:
-        if not directory.is_dir():
-            raise ConfigError(f"{directory}: register map directory not found")
-        maps.update(_load_dir(directory))
-    return maps
+    return load_all(BUILTIN_DIR, directory, load_map, lambda m: m.id, "register map")
 
 
-def _load_dir(directory: Path) -> dict[str, RegisterMap]:
-    """Maps of one directory; ids are unique because each must match its file name."""
-    maps = (load_map(path) for path in sorted(directory.glob("*.toml")))
-    return {m.id: m for m in maps}
-
-
-class _Parser:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, field: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {field}: {message}")
-
+class _Parser(FieldReader):
     def register_map(self, doc: Mapping[str, Any]) -> RegisterMap:
         self.no_unknown(doc, _TOP_FIELDS, "")
-        map_id = self.text(doc, "id", "id")
-        if not _MAP_ID.fullmatch(map_id):
-            raise self.fail("id", f"{map_id!r} must be lower-case letters, digits and _")
-        if map_id != self.path.stem:
-            raise self.fail("id", f"{map_id!r} must match the file name {self.path.name!r}")
+        map_id = self.file_id(doc)
         name = self.text(doc, "name", "name")
         description = self.optional_text(doc, "description", "description") or ""
         defaults = doc.get("defaults", {})
@@ -217,7 +185,7 @@ class _Parser:
                 f"{where}.address",
                 f"{address} is outside 0..{MAX_ADDRESS} for a {WORDS[reg_type]}-word {reg_type}",
             )
-        scale = self.number(item, "scale", f"{where}.scale", 1.0)
+        scale = self.number_or(item, "scale", f"{where}.scale", 1.0)
         if scale == 0:
             raise self.fail(f"{where}.scale", "must not be 0")
         counter = item.get("counter", False)
@@ -231,7 +199,7 @@ class _Parser:
             word_order=cast(Order, self.choice(merged, "word_order", ORDERS, where, "big")),
             byte_order=cast(Order, self.choice(merged, "byte_order", ORDERS, where, "big")),
             scale=scale,
-            offset=self.number(item, "offset", f"{where}.offset", 0.0),
+            offset=self.number_or(item, "offset", f"{where}.offset", 0.0),
             unit=self.optional_text(item, "unit", f"{where}.unit"),
             counter=counter,
         )
@@ -254,30 +222,6 @@ class _Parser:
             )
         return cast(str, value)
 
-    def no_unknown(self, item: Mapping[str, Any], allowed: set[str], where: str) -> None:
-        for name in item:
-            if name not in allowed:
-                field = f"{where}.{name}" if where else name
-                raise self.fail(
-                    field, f"unknown field (expected one of {', '.join(sorted(allowed))})"
-                )
-
-    def text(self, item: Mapping[str, Any], name: str, field: str) -> str:
-        value = self.optional_text(item, name, field)
-        if value is None or not value.strip():
-            raise self.fail(field, "missing")
-        return value
-
-    def optional_text(self, item: Mapping[str, Any], name: str, field: str) -> str | None:
-        value = item.get(name)
-        if value is not None and not isinstance(value, str):
-            raise self.fail(field, f"expected text, got {type(value).__name__}")
-        return value
-
-    def number(self, item: Mapping[str, Any], name: str, field: str, default: float) -> float:
-        value = item.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(field, f"expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise self.fail(field, f"must be a finite number, got {value}")
-        return float(value)
+    def number_or(self, item: Mapping[str, Any], name: str, field: str, default: float) -> float:
+        value = self.number(item, name, field)
+        return default if value is None else value
