@@ -7,7 +7,6 @@ and field at fault, because templates are edited by hand.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ OPERATORS: tuple[str, ...] = get_args(Operator)
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
 """Templates shipped with karkhana."""
 
-_TEMPLATE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TOP_FIELDS = {
     "id",
     "name",

@@ -27,7 +27,6 @@ fault, because maps are edited by hand.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,6 @@ MAX_ADDRESS = 0xFFFF
 BUILTIN_DIR = Path(__file__).resolve().parent / "maps"
 """Register maps shipped with karkhana."""
 
-_MAP_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TOP_FIELDS = {"id", "name", "description", "defaults", "registers"}
 _DEFAULT_FIELDS = {"type", "function", "word_order", "byte_order"}
 _REGISTER_FIELDS = {
