@@ -24,9 +24,11 @@ from karkhana.edge.buffer import Buffer
 from karkhana.edge.clock import EdgeClock
 from karkhana.edge.config import EdgeSettings
 from karkhana.edge.connectors.base import Connector, ConnectorError
+from karkhana.edge.connectors.modbus import ModbusConnector
 from karkhana.edge.connectors.sim import SimConnector
 from karkhana.edge.forwarder import Forwarder, ForwarderConfig
 from karkhana.edge.http import local_app
+from karkhana.edge.mqtt import LocalMqttInput
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -80,6 +82,7 @@ class EdgeAgent:
                     self.clock, s.sim_profile, s.sim_devices or None, interval_s=s.sim_interval_s
                 )
             )
+        self.connectors += [ModbusConnector(self.clock, device) for device in s.modbus]
         self.connector_stats: dict[str, dict[str, Any]] = {}
         self.app = local_app(
             self.buffer,
@@ -89,6 +92,28 @@ class EdgeAgent:
             max_payload_bytes=s.max_payload_bytes,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.mqtt: LocalMqttInput | None = None
+
+    async def start_mqtt(self) -> None:
+        """Start the local MQTT input (embedded broker) on ``mqtt_host:mqtt_port``."""
+        s = self.settings
+        self.mqtt = LocalMqttInput(
+            self.buffer,
+            self.clock,
+            s.mqtt_host,
+            s.mqtt_port,
+            local_token=s.local_token,
+            max_payload_bytes=s.max_payload_bytes,
+        )
+        try:
+            await self.mqtt.start()
+        except Exception as exc:
+            self.mqtt = None
+            raise KarkhanaError(
+                f"the local MQTT input cannot listen on {s.mqtt_host}:{s.mqtt_port}: {exc}",
+                reason="edge_failed",
+            ) from exc
+        self.connector_stats["mqtt"] = self.mqtt.stats
 
     async def status(self) -> dict[str, Any]:
         """What /health shows and `karkhana edge status` prints."""
@@ -207,6 +232,12 @@ class EdgeAgent:
         self._check_wall_clock()
         if server is None:
             server = uvicorn.Server(uvicorn_config(self.app, self.settings))
+        if self.settings.mqtt_port:
+            try:
+                await self.start_mqtt()
+            except BaseException:
+                await self.stop()
+                raise
         jobs = [self.forwarder.run()]
         if self.settings.status_interval_s > 0:
             jobs.append(self._report())
@@ -225,11 +256,12 @@ class EdgeAgent:
         for task in self._tasks:
             task.add_done_callback(watch)
         log.info(
-            "karkhana edge %s: gateway %s -> %s; local input %s",
+            "karkhana edge %s: gateway %s -> %s; local input %s; local MQTT %s",
             __version__,
             self.settings.gateway_id,
             self.settings.server,
             self.settings.local_url,
+            f"{self.settings.mqtt_host}:{self.settings.mqtt_port}" if self.mqtt else "off",
         )
         try:
             await server.serve()
@@ -239,6 +271,10 @@ class EdgeAgent:
             raise KarkhanaError(f"the edge agent stopped: {failed[0]!r}", reason="edge_failed")
 
     async def stop(self) -> None:
+        if self.mqtt is not None:
+            # first: no device is acknowledged once the buffer closes
+            mqtt, self.mqtt = self.mqtt, None
+            await mqtt.shutdown()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -17,6 +17,7 @@ from typing import Any
 
 from karkhana.core.errors import ConfigError
 from karkhana.edge.buffer import SYNCHRONOUS, WHEN_FULL
+from karkhana.edge.modbus.devices import ModbusDevice, parse_devices
 
 PREFIX = "KARKHANA_EDGE_"
 
@@ -40,11 +41,14 @@ EDGE_SETTINGS: tuple[EdgeSetting, ...] = (
     EdgeSetting("data_dir", Path, Path("edge-data"), "folder for the buffer file"),
     EdgeSetting("http_host", str, "0.0.0.0", "address of the local HTTP input and /health"),
     EdgeSetting("http_port", int, 8100, "port of the local HTTP input and /health"),
+    EdgeSetting("mqtt_host", str, "0.0.0.0", "address of the local MQTT input (embedded broker)"),
+    EdgeSetting("mqtt_port", int, 1883, "port of the local MQTT input (0: off)"),
     EdgeSetting(
         "local_token",
         str,
         "",
-        "if set, local devices must send 'Authorization: Bearer <local_token>' to the HTTP input",
+        "if set, local devices must send 'Authorization: Bearer <local_token>' to the HTTP input"
+        " and log in to the MQTT input with user name = device id, password = <local_token>",
         secret=True,
     ),
     EdgeSetting("max_payload_bytes", int, 256 * 1024, "largest message the HTTP input accepts"),
@@ -113,6 +117,8 @@ class EdgeSettings:
     data_dir: Path = Path("edge-data")
     http_host: str = "0.0.0.0"
     http_port: int = 8100
+    mqtt_host: str = "0.0.0.0"
+    mqtt_port: int = 1883
     local_token: str = ""
     max_payload_bytes: int = 256 * 1024
     buffer_cap_points: int = 20_000_000
@@ -128,6 +134,8 @@ class EdgeSettings:
     sim_profile: str = ""
     sim_devices: int = 0
     sim_interval_s: float = 1.0
+    modbus: tuple[ModbusDevice, ...] = ()
+    """``[[modbus]]`` tables of the config file (karkhana.edge.modbus.devices)."""
     log_level: str = "info"
 
     @property
@@ -160,8 +168,8 @@ def _convert(setting: EdgeSetting, raw: Any, source: str) -> Any:
         ) from None
     if setting.type in (int, float) and value < 0:
         raise ConfigError(f"{source}: {setting.name} must not be negative")
-    if setting.name == "http_port" and not 0 <= value <= 65535:
-        raise ConfigError(f"{source}: http_port must be a port number (0-65535)")
+    if setting.name in ("http_port", "mqtt_port") and not 0 <= value <= 65535:
+        raise ConfigError(f"{source}: {setting.name} must be a port number (0-65535)")
     if setting.name == "fsync":
         value = str(value).upper()
     if setting.name in _CHOICES and value not in _CHOICES[setting.name]:
@@ -181,6 +189,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for raw_name, raw in doc.items():
         name = raw_name.replace("-", "_")
+        if name == "modbus":
+            values["modbus"] = parse_devices(raw, str(path))
+            continue
         if name not in _BY_NAME:
             raise ConfigError(f"{path}: unknown setting {raw_name!r}")
         values[name] = _convert(_BY_NAME[name], raw, str(path))
@@ -239,4 +250,6 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-assert {f.name for f in fields(EdgeSettings)} == set(_BY_NAME), "EdgeSettings and table differ"
+assert {f.name for f in fields(EdgeSettings)} == set(_BY_NAME) | {"modbus"}, (
+    "EdgeSettings and table differ"
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
@@ -80,8 +81,16 @@ class _LimitedReader(StreamReaderAdapter):  # type: ignore[misc]
         return data
 
 
-class _IngestingHandler(BrokerProtocolHandler):  # type: ignore[misc]
-    ingestor: Ingestor
+StoreHook = Callable[[Session | None, str | None, bytes | None], Awaitable[bool]]
+"""Called with (session, topic, payload) of every PUBLISH before amqtt answers it: True lets
+the broker acknowledge (and route) the message, False withholds the PUBACK so that the device
+sends it again."""
+
+
+class StoringHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """amqtt's handler with a :data:`StoreHook` between receiving a PUBLISH and its PUBACK."""
+
+    store: StoreHook
 
     def handle_read_timeout(self) -> None:
         """The keep-alive time passed without a packet: close, as MQTT requires (amqtt only
@@ -93,24 +102,16 @@ class _IngestingHandler(BrokerProtocolHandler):  # type: ignore[misc]
             self.reader.feed_eof()
 
     async def handle_publish(self, publish_packet: Any) -> None:
-        session = self.session
-        topic = publish_packet.topic_name
-        device_id = device_of_topic(topic) if topic else None
-        if (
-            session is not None
-            and device_id is not None
-            and self.ingestor.devices.may_act_for(session.username, device_id)
-            and publish_packet.data is not None
-        ):
-            try:
-                await self.ingestor.ingest(device_id, bytes(publish_packet.data))
-            except StoreUnavailable as exc:
-                # Not acknowledged: the device keeps the message and sends it again.
-                log.error("not storing message from %s: %s", device_id, exc.message)
-                return
-            except KarkhanaError:
-                pass  # counted and logged by the ingestor; acknowledged so it is not resent
-        await super().handle_publish(publish_packet)
+        data = publish_packet.data
+        stored = await self.store(
+            self.session, publish_packet.topic_name, None if data is None else bytes(data)
+        )
+        if stored:
+            await super().handle_publish(publish_packet)
+        elif self.reader is not None:
+            # MQTT 3.1.1 clients resend an unacknowledged message only after reconnecting:
+            # close, so the device sends it again as soon as storage is back.
+            self.reader.feed_eof()
 
 
 def _allowed(devices: DeviceRegistry, session: Session, topic: str) -> bool:
@@ -123,24 +124,28 @@ def _allowed(devices: DeviceRegistry, session: Session, topic: str) -> bool:
     )
 
 
-class EmbeddedBroker(Broker):  # type: ignore[misc]
+class StoringBroker(Broker):  # type: ignore[misc]
+    """An amqtt broker whose every PUBLISH goes through :meth:`store` before its PUBACK, with
+    connection limits and read deadlines. Subclasses implement ``store``, ``_authenticate`` and
+    ``_topic_filtering`` (the server's :class:`EmbeddedBroker`, the edge's local MQTT input)."""
+
     def __init__(
         self,
-        ingestor: Ingestor,
         host: str,
         port: int | None,
         max_connections: int = 2000,
         *,
         tls: ServerTls | None = None,
         tls_port: int = 8883,
-        audit: AuditLog | None = None,
         read_timeout_s: float = 10.0,
+        max_read_bytes: int = 256 * 1024 + 65_536,
     ) -> None:
         """Plain MQTT on ``port`` (None: none), MQTTS on ``tls_port`` when ``tls`` is given.
 
         At most ``max_connections`` per listener (0: no limit); more are closed at once rather
         than left waiting. A new connection must send CONNECT within ``read_timeout_s``, and a
-        packet that has begun must arrive whole within it (0: no limit).
+        packet that has begun must arrive whole within it (0: no limit). A packet part larger
+        than ``max_read_bytes`` closes the connection unread.
         """
         listeners: list[dict[str, Any]] = []
         if port is not None:
@@ -170,15 +175,14 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
             "timeout_disconnect_delay": 0,
         }
         super().__init__(config, loop=asyncio.get_running_loop())
-        self.ingestor = ingestor
-        self.audit = audit
         self.read_timeout_s = read_timeout_s
-        # a message a little over the limit is read, refused and counted; a far bigger one
-        # closes the connection instead of being held in memory
-        self.max_read_bytes = ingestor.max_payload_bytes + 65_536
+        self.max_read_bytes = max_read_bytes
         self.refused_full = 0
         self._full_logged = -60.0
-        ingestor.devices.on_revoked(self._revoked)
+
+    async def store(self, session: Session | None, topic: str | None, data: bytes | None) -> bool:
+        """Store one PUBLISH before it is answered; False: no PUBACK (see :data:`StoreHook`)."""
+        raise NotImplementedError
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -202,8 +206,8 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         # must be the one of this connection, never one left from an earlier connection
         session.ssl_object = writer.get_ssl_info()
         # amqtt builds its handler through a classmethod of the base class; give it ours.
-        handler.__class__ = _IngestingHandler
-        handler.ingestor = self.ingestor
+        handler.__class__ = StoringHandler
+        handler.store = self.store
         return handler, session
 
     async def stream_connected(
@@ -235,6 +239,55 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
                 limit,
                 self.refused_full,
             )
+
+
+class EmbeddedBroker(StoringBroker):
+    """The server's broker: device tokens or certificates, telemetry stored by the ingestor."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        host: str,
+        port: int | None,
+        max_connections: int = 2000,
+        *,
+        tls: ServerTls | None = None,
+        tls_port: int = 8883,
+        audit: AuditLog | None = None,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(
+            host,
+            port,
+            max_connections,
+            tls=tls,
+            tls_port=tls_port,
+            read_timeout_s=read_timeout_s,
+            # a message a little over the limit is read, refused and counted; a far bigger one
+            # closes the connection instead of being held in memory
+            max_read_bytes=ingestor.max_payload_bytes + 65_536,
+        )
+        self.ingestor = ingestor
+        self.audit = audit
+        ingestor.devices.on_revoked(self._revoked)
+
+    async def store(self, session: Session | None, topic: str | None, data: bytes | None) -> bool:
+        device_id = device_of_topic(topic) if topic else None
+        if (
+            session is not None
+            and device_id is not None
+            and self.ingestor.devices.may_act_for(session.username, device_id)
+            and data is not None
+        ):
+            try:
+                await self.ingestor.ingest(device_id, data)
+            except StoreUnavailable as exc:
+                # Not acknowledged: the device keeps the message and sends it again.
+                log.error("not storing message from %s: %s", device_id, exc.message)
+                return False
+            except KarkhanaError:
+                pass  # counted and logged by the ingestor; acknowledged so it is not resent
+        return True
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         ssl_object = session.ssl_object

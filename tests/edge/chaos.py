@@ -127,6 +127,8 @@ def edge_process(root: Path, server_url: str, token: str, *extra: str) -> Proces
         "127.0.0.1",
         "--http-port",
         str(port),
+        "--mqtt-port",
+        "0",
         "--status-interval-s",
         "1",
         "--timeout-s",

@@ -47,6 +47,7 @@ async def make_agent(runtime: Runtime, tmp_path: Path) -> AsyncIterator[MakeAgen
             data_dir=tmp_path / f"edge-{len(made)}",
             http_host="127.0.0.1",
             http_port=free_port(),
+            mqtt_port=0,
             fsync="NORMAL",
             **changes,
         )
