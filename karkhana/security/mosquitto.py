@@ -20,18 +20,17 @@ Files in ``<data_dir>/mosquitto/``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
 import signal
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from karkhana.core.errors import ConfigError, KarkhanaError
+from karkhana.core.files import write_atomically
 from karkhana.ingest.service import TELEMETRY_FILTER, TOPIC_PREFIX
 from karkhana.security.devices import DeviceRegistry, MqttAccount
 from karkhana.security.secrets import mosquitto_hash, mosquitto_hash_matches
@@ -139,22 +138,6 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    """Atomically, so Mosquitto never reads half a file; ``mode`` from the start."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_files(paths: MosquittoPaths, passwords: str, acl: str) -> bool:
     """Write what differs (the ACL first: a new device's rules exist before its login does);
     returns whether anything changed. Raises ConfigError."""
@@ -162,7 +145,7 @@ def write_files(paths: MosquittoPaths, passwords: str, acl: str) -> bool:
     try:
         for path, text in ((paths.acl, acl), (paths.passwords, passwords)):
             if _read(path) != text:
-                _write(path, text, 0o640)
+                write_atomically(path, text.encode(), 0o640, dir_mode=0o750)
                 changed = True
     except OSError as exc:
         raise ConfigError(f"cannot write Mosquitto files in {paths.root}: {exc}") from None
@@ -271,9 +254,11 @@ async def init(
     try:
         paths.root.mkdir(parents=True, exist_ok=True, mode=0o750)
         if created:
-            _write(paths.server_secret, secrets.token_urlsafe(32) + "\n", 0o600)
+            write_atomically(
+                paths.server_secret, (secrets.token_urlsafe(32) + "\n").encode(), 0o600
+            )
         if _read(paths.conf) != (conf := render_conf(paths, port, bind)):
-            _write(paths.conf, conf, 0o644)
+            write_atomically(paths.conf, conf.encode(), 0o644, dir_mode=0o750)
         secret = paths.server_secret.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot write Mosquitto files in {paths.root}: {exc}") from None

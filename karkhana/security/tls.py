@@ -20,7 +20,6 @@ import ipaddress
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from karkhana.core.errors import ConfigError
+from karkhana.core.files import write_atomically
 from karkhana.core.model import is_valid_device_id
 
 CA_DAYS = 3650
@@ -199,28 +199,11 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with ``mode`` from the start, so a key is never readable by others."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_pair(
     cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> None:
     try:
-        _write(
+        write_atomically(
             key_path,
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -229,7 +212,7 @@ def _write_pair(
             ),
             0o600,
         )
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
         raise ConfigError(f"cannot write {cert_path.parent}: {exc.strerror}") from None
 

@@ -6,7 +6,6 @@ Tokens are secrets: the credentials file is written atomically and readable by i
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +13,7 @@ from typing import Any, Protocol
 import httpx
 
 from karkhana.core.errors import ConfigError, Forbidden, Unauthorized
+from karkhana.core.files import write_atomically
 from karkhana.sim.device import SimDevice
 from karkhana.sim.transport import TransportError
 
@@ -163,15 +163,7 @@ def load_credentials(path: Path, server: str) -> dict[str, str]:
 def save_credentials(path: Path, server: str, tokens: Mapping[str, str]) -> None:
     doc = {"format": CREDENTIALS_FORMAT, "server": server.rstrip("/"), "tokens": dict(tokens)}
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomically(path, data, 0o600, dir_mode=0o755)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot save credentials: {exc.strerror}") from None
