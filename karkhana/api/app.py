@@ -12,13 +12,25 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from karkhana import __version__
-from karkhana.api import assets, audit, auth, devices, edge, errors, system, telemetry, users
+from karkhana.api import (
+    assets,
+    audit,
+    auth,
+    devices,
+    edge,
+    errors,
+    live,
+    system,
+    telemetry,
+    users,
+    web,
+)
 from karkhana.api.deps import authorize
 from karkhana.runtime import Runtime
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 ROUTERS: tuple[APIRouter, ...] = tuple(
-    m.router for m in (system, auth, devices, telemetry, edge, audit, users, assets)
+    m.router for m in (system, auth, devices, telemetry, edge, audit, users, live, web, assets)
 )
 """Every domain router, in matching order (the catch-all asset delete route comes last)."""
 

@@ -127,6 +127,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/api/v1/tokens"): SELF,
     ("POST", "/api/v1/tokens"): SELF,
     ("DELETE", "/api/v1/tokens/{token_id}"): SELF,
+    ("GET", "/api/v1/live"): listed(),
+    ("GET", "/api/v1/web/session"): SELF,
 }
 
 
