@@ -24,7 +24,7 @@ from karkhana.edge.buffer import Buffer
 from karkhana.edge.clock import EdgeClock
 from karkhana.edge.config import EdgeSettings
 from karkhana.edge.connectors.base import Connector, ConnectorError
-from karkhana.edge.connectors.modbus import ModbusConnector
+from karkhana.edge.connectors.modbus import ModbusConnector, SerialLines
 from karkhana.edge.connectors.sim import SimConnector
 from karkhana.edge.forwarder import Forwarder, ForwarderConfig
 from karkhana.edge.http import local_app
@@ -82,7 +82,8 @@ class EdgeAgent:
                     self.clock, s.sim_profile, s.sim_devices or None, interval_s=s.sim_interval_s
                 )
             )
-        self.connectors += [ModbusConnector(self.clock, device) for device in s.modbus]
+        lines = SerialLines()
+        self.connectors += [ModbusConnector(self.clock, device, lines=lines) for device in s.modbus]
         self.connector_stats: dict[str, dict[str, Any]] = {}
         self.app = local_app(
             self.buffer,
@@ -150,8 +151,17 @@ class EdgeAgent:
                 "session": self.clock.session,
             },
             "forwarder": f,
-            "inputs": dict(self.connector_stats),
+            "inputs": self._inputs(),
         }
+
+    def _inputs(self) -> dict[str, dict[str, Any]]:
+        """Each input's counters: the agent's (reads, points, errors) and the connector's own."""
+        inputs = {name: dict(stats) for name, stats in self.connector_stats.items()}
+        for connector in self.connectors:
+            own = getattr(connector, "stats", None)
+            if isinstance(own, dict):
+                inputs.setdefault(connector.name, {}).update(own)
+        return inputs
 
     def _status_samples(self, st: dict[str, Any]) -> list[Sample]:
         ts = self.clock.now_ms()
@@ -205,6 +215,7 @@ class EdgeAgent:
                     failures = 0
             except ConnectorError as exc:
                 stats["errors"] += 1
+                stats["last_error"] = exc.message
                 failures += 1
                 log.warning("%s: %s; reconnecting", connector.name, exc.message)
             finally:

@@ -279,7 +279,18 @@ async def test_agent_counts_an_unreachable_device_and_reconnects(tmp_path: Path)
         ('device_id = "m"\nhost = "h"\nunit = "1"', "unit: expected an integer"),
         ('device_id = "m"\nhost = "h"\ninterval_s = 0', "interval_s: must be between"),
         ('device_id = "m"\nhost = "h"\nmap = "nope"', "no register map 'nope'"),
-        ('device_id = "m"\nhost = "h"\ntransport = "rtu"', "'rtu' is not supported"),
+        ('device_id = "m"\nhost = "h"\ntransport = "ascii"', "'ascii' is not supported"),
+        ('device_id = "m"\nhost = "h"\ntransport = "rtu"', "host: not used by transport 'rtu'"),
+        ('device_id = "m"\ntransport = "rtu"', "serial_port: missing"),
+        ('device_id = "m"\nhost = "h"\nbaudrate = 9600', "baudrate: only used by transport"),
+        (
+            'device_id = "m"\ntransport = "rtu"\nserial_port = "/dev/x"\nparity = "X"',
+            "parity: expected N, E or O",
+        ),
+        (
+            'device_id = "m"\ntransport = "rtu"\nserial_port = "/dev/x"\nbaudrate = 10',
+            "baudrate: must be between 1200 and 921600",
+        ),
         ('device_id = "m"\nhost = "h"\nslave = 1', "slave: unknown field"),
     ],
 )

@@ -1,4 +1,9 @@
-"""Modbus TCP as an edge input: one device polled with pymodbus, decoded with its register map.
+"""Modbus as an edge input: one device polled with pymodbus, decoded with its register map.
+
+The link is Modbus TCP, RTU on a serial port of the edge box, or RTU frames over TCP
+(:mod:`karkhana.edge.modbus.devices`). RTU devices on one RS485 line share its port through
+:class:`SerialLines`: one pymodbus client per port, one request on the line at a time, and a
+device that does not answer does not close the port for the others.
 
 Every ``interval_s`` the connector reads the map's registers in as few requests as possible
 (contiguous addresses of one function, at most 125 words a request), decodes them with
@@ -15,14 +20,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 
 from karkhana.core.model import Sample
 from karkhana.edge.clock import EdgeClock
 from karkhana.edge.connectors.base import ConnectorError
 from karkhana.edge.modbus.decode import CounterTracker, decode_map
-from karkhana.edge.modbus.devices import ModbusDevice
+from karkhana.edge.modbus.devices import ModbusDevice, SerialLine
 from karkhana.edge.modbus.registermap import Function, RegisterMap
 
 MAX_WORDS = 125
@@ -68,6 +75,64 @@ def plan_reads(
     return plan
 
 
+class _Link:
+    """One pymodbus client, used by one connector or by every device on a serial line."""
+
+    def __init__(self, client: ModbusBaseClient) -> None:
+        self.client = client
+        self.turn = asyncio.Lock()
+        self.users = 0
+
+
+class SerialLines:
+    """The serial ports of the edge box, each opened once and shared by its RTU devices."""
+
+    def __init__(self) -> None:
+        self._links: dict[str, _Link] = {}
+
+    async def acquire(self, line: SerialLine, timeout_s: float, name: str) -> _Link:
+        link = self._links.get(line.port)
+        if link is None:
+            client = AsyncModbusSerialClient(
+                line.port,
+                framer=FramerType.RTU,
+                baudrate=line.baudrate,
+                bytesize=line.bytesize,
+                parity=line.parity,
+                stopbits=line.stopbits,
+                timeout=timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                name=name,
+            )
+            link = self._links[line.port] = _Link(client)
+        async with link.turn:
+            if not link.client.connected:
+                await _connect(link.client, line.port)
+        link.users += 1
+        return link
+
+    def release(self, line: SerialLine) -> None:
+        link = self._links.get(line.port)
+        if link is None:
+            return
+        link.users -= 1
+        if link.users <= 0:
+            del self._links[line.port]
+            link.client.close()
+
+
+async def _connect(client: ModbusBaseClient, where: str) -> None:
+    try:
+        connected = await client.connect()
+    except (ModbusException, OSError) as exc:
+        client.close()
+        raise ConnectorError(f"{where}: cannot connect: {exc}") from None
+    if not connected:
+        client.close()
+        raise ConnectorError(f"{where}: cannot connect")
+
+
 class ModbusConnector:
     stamps_time = True
 
@@ -78,6 +143,7 @@ class ModbusConnector:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        lines: SerialLines | None = None,
     ) -> None:
         self.name = f"modbus:{device.device_id}"
         self.clock = clock
@@ -86,36 +152,40 @@ class ModbusConnector:
         self.monotonic = monotonic
         self.plan = plan_reads(device.register_map)
         self.counters = CounterTracker()
-        self.stats = {"requests": 0, "exception_responses": 0, "missing_values": 0}
-        self._client: AsyncModbusTcpClient | None = None
+        self.lines = lines if lines is not None else SerialLines()
+        self.stats = {
+            "requests": 0,
+            "timeouts": 0,
+            "exception_responses": 0,
+            "missing_values": 0,
+        }
+        self._link: _Link | None = None
         self._last_poll: float | None = None
 
     @property
     def address(self) -> str:
-        return f"{self.device.host}:{self.device.port} unit {self.device.unit}"
+        return self.device.address
 
     async def open(self) -> None:
+        device = self.device
+        if device.serial is not None:
+            self._link = await self.lines.acquire(device.serial, device.timeout_s, self.name)
+            return
         client = AsyncModbusTcpClient(
-            self.device.host,
-            port=self.device.port,
-            timeout=self.device.timeout_s,
+            device.host,
+            port=device.port,
+            framer=FramerType.RTU if device.transport == "rtu-over-tcp" else FramerType.SOCKET,
+            timeout=device.timeout_s,
             retries=0,
             reconnect_delay=0,  # the agent reconnects, with its own back-off
             name=self.name,
         )
-        try:
-            connected = await client.connect()
-        except (ModbusException, OSError) as exc:
-            client.close()
-            raise ConnectorError(f"{self.address}: cannot connect: {exc}") from None
-        if not connected:
-            client.close()
-            raise ConnectorError(f"{self.address}: cannot connect")
-        self._client = client
+        await _connect(client, self.address)
+        self._link = _Link(client)
 
     async def read(self) -> list[Sample]:
-        client = self._client
-        if client is None:
+        link = self._link
+        if link is None:
             raise ConnectorError(f"{self.address}: not connected")
         if self._last_poll is not None:
             wait = self._last_poll + self.device.interval_s - self.monotonic()
@@ -123,7 +193,8 @@ class ModbusConnector:
         self._last_poll = self.monotonic()
         words: dict[Function, dict[int, int]] = {"input": {}, "holding": {}}
         for function, start, count in self.plan:
-            registers = await self._request(client, function, start, count)
+            async with link.turn:
+                registers = await self._request(link.client, function, start, count)
             words[function].update(zip(range(start, start + count), registers, strict=True))
         rmap = self.device.register_map
         values = decode_map(rmap, words["input"], function="input")
@@ -134,7 +205,7 @@ class ModbusConnector:
         return [Sample(self.device.device_id, key, t, value) for key, value in values.items()]
 
     async def _request(
-        self, client: AsyncModbusTcpClient, function: Function, start: int, count: int
+        self, client: ModbusBaseClient, function: Function, start: int, count: int
     ) -> list[int]:
         what = f"{self.address}: reading {count} {function} registers at {start:#06x}"
         call = client.read_input_registers if function == "input" else client.read_holding_registers
@@ -142,6 +213,9 @@ class ModbusConnector:
         try:
             response: Any = await call(start, count=count, device_id=self.device.unit)
         except (ModbusException, OSError, TimeoutError) as exc:
+            text = str(exc).lower()
+            if isinstance(exc, TimeoutError) or "timeout" in text or "no response" in text:
+                self.stats["timeouts"] += 1
             raise ConnectorError(f"{what}: {exc or type(exc).__name__}") from None
         if response.isError():
             code = getattr(response, "exception_code", None)
@@ -156,6 +230,10 @@ class ModbusConnector:
         return registers[:count]
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        link, self._link = self._link, None
+        if link is None:
+            return
+        if self.device.serial is not None:
+            self.lines.release(self.device.serial)
+        else:
+            link.client.close()
