@@ -1,0 +1,1 @@
+"""Predictive maintenance: condition monitoring, anomaly detectors, health, vibration, work orders."""

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from karkhana.maintenance.detector import PCADetector
+from karkhana.maintenance.health import (
+    DAY_MS,
+    ConditionMonitor,
+    Ewma,
+    HealthTracker,
+    days_until,
+    health_index,
+    trend_per_day,
+)
+
+HOUR_MS = 3_600_000
+
+
+def test_index_scale() -> None:
+    assert health_index(0.0) == 100.0
+    assert health_index(1.0) == pytest.approx(80.0)
+    assert health_index(2.0) == pytest.approx(50.0)
+    assert health_index(20.0) < 5.0
+    assert health_index(math.nan) == 100.0
+    assert health_index(math.inf) == 0.0
+    assert health_index(-math.inf) == 100.0
+    values = [health_index(s / 10) for s in range(100)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_trend_is_the_least_squares_slope_per_day() -> None:
+    points = [(i * HOUR_MS, 90.0 - 0.5 * i) for i in range(24)]
+    assert trend_per_day(points) == pytest.approx(-12.0)
+    assert trend_per_day(points[:2]) is None
+    assert trend_per_day([(0, 1.0)] * 5) is None
+    assert days_until(74.0, -12.0) == pytest.approx(2.0)
+    assert days_until(74.0, 1.0) is None
+
+
+def test_ewma_matches_the_pandas_definition() -> None:
+    e = Ewma(span=3)
+    assert e.update(1.0) == 1.0
+    assert e.update(3.0) == pytest.approx(2.0)
+    assert e.update(math.nan) == pytest.approx(2.0)  # a gap changes nothing
+
+
+def test_alarm_needs_confirmation_and_clears_with_hysteresis() -> None:
+    t = HealthTracker(span=1, confirm=3)
+    assert not t.update(0, 0.2).alarm
+    ups = [t.update(i, 3.0) for i in range(1, 4)]
+    assert [u.alarm for u in ups] == [False, False, True]
+    assert ups[-1].raised
+    assert t.update(5, 1.8).alarm  # index 55: between the levels, still in alarm
+    cleared = t.update(6, 0.5)
+    assert not cleared.alarm and cleared.cleared
+
+
+def test_a_stopped_machine_is_neither_learned_nor_scored() -> None:
+    rng = np.random.default_rng(0)
+    monitor = ConditionMonitor(PCADetector(), learn_ms=HOUR_MS)
+    ts = 0
+    for _ in range(720):  # an hour at one row per 5 s, running
+        monitor.update(ts, {"a": rng.normal(5, 0.2), "b": rng.normal(1, 0.1)}, running=True)
+        ts += 5000
+    assert monitor.detector.n_learned == 720
+    assert monitor.update(ts, {"a": 0.0, "b": 0.0}, running=False) is None
+    assert monitor.detector.n_learned == 720
+    while monitor.learning:
+        monitor.update(ts, {"a": rng.normal(5, 0.2), "b": rng.normal(1, 0.1)}, running=True)
+        ts += 5000
+    healthy = [
+        monitor.update(ts + i, {"a": rng.normal(5, 0.2), "b": rng.normal(1, 0.1)}, True)
+        for i in range(200)
+    ]
+    assert all(u is not None and u.index > 80 for u in healthy[50:])
+    for i in range(300):
+        update = monitor.update(ts + 1000 + i, {"a": 5.0, "b": 2.5}, True)
+    assert update is not None and update.index < 20 and update.alarm
+    assert max(monitor.explanation, key=monitor.explanation.__getitem__) == "b"
+    assert monitor.tracker.trend(DAY_MS) is not None
