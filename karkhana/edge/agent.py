@@ -18,7 +18,7 @@ import uvicorn
 
 from karkhana import __version__
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
-from karkhana.core.errors import KarkhanaError, StoreUnavailable
+from karkhana.core.errors import ConfigError, KarkhanaError, StoreUnavailable
 from karkhana.core.model import Sample
 from karkhana.edge.buffer import Buffer
 from karkhana.edge.clock import EdgeClock
@@ -29,6 +29,7 @@ from karkhana.edge.connectors.sim import SimConnector
 from karkhana.edge.forwarder import Forwarder, ForwarderConfig
 from karkhana.edge.http import local_app
 from karkhana.edge.mqtt import LocalMqttInput
+from karkhana.edge.opcua.servers import OpcUaServer
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -84,6 +85,8 @@ class EdgeAgent:
             )
         lines = SerialLines()
         self.connectors += [ModbusConnector(self.clock, device, lines=lines) for device in s.modbus]
+        if s.opcua:
+            self.connectors += opcua_connectors(self.clock, s.opcua)
         self.connector_stats: dict[str, dict[str, Any]] = {}
         self.app = local_app(
             self.buffer,
@@ -311,3 +314,15 @@ def uvicorn_config(app: Any, settings: EdgeSettings) -> uvicorn.Config:
         timeout_graceful_shutdown=5,
         limit_concurrency=500,
     )
+
+
+def opcua_connectors(clock: EdgeClock, servers: tuple[OpcUaServer, ...]) -> list[Connector]:
+    """The OPC UA inputs; asyncua is an optional extra, asked for only when one is configured."""
+    try:
+        from karkhana.edge.connectors.opcua import OpcUaConnector
+    except ImportError as exc:
+        raise ConfigError(
+            f"[[opcua]] inputs need the opcua extra ({exc.name} is missing): "
+            "pip install 'karkhana[opcua]'"
+        ) from None
+    return [OpcUaConnector(clock, server) for server in servers]

@@ -18,6 +18,7 @@ from typing import Any
 from karkhana.core.errors import ConfigError
 from karkhana.edge.buffer import SYNCHRONOUS, WHEN_FULL
 from karkhana.edge.modbus.devices import ModbusDevice, parse_devices
+from karkhana.edge.opcua.servers import OpcUaServer, parse_servers
 
 PREFIX = "KARKHANA_EDGE_"
 
@@ -136,6 +137,8 @@ class EdgeSettings:
     sim_interval_s: float = 1.0
     modbus: tuple[ModbusDevice, ...] = ()
     """``[[modbus]]`` tables of the config file (karkhana.edge.modbus.devices)."""
+    opcua: tuple[OpcUaServer, ...] = ()
+    """``[[opcua]]`` tables of the config file (karkhana.edge.opcua.servers)."""
     log_level: str = "info"
 
     @property
@@ -191,6 +194,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         name = raw_name.replace("-", "_")
         if name == "modbus":
             values["modbus"] = parse_devices(raw, str(path))
+            continue
+        if name == "opcua":
+            values["opcua"] = parse_servers(raw, str(path))
             continue
         if name not in _BY_NAME:
             raise ConfigError(f"{path}: unknown setting {raw_name!r}")
@@ -250,6 +256,6 @@ def describe() -> str:
     return "\n".join(lines)
 
 
-assert {f.name for f in fields(EdgeSettings)} == set(_BY_NAME) | {"modbus"}, (
+assert {f.name for f in fields(EdgeSettings)} == set(_BY_NAME) | {"modbus", "opcua"}, (
     "EdgeSettings and table differ"
 )
