@@ -145,6 +145,7 @@ class EdgeAgent:
             "rejected_points": b.rejected_points,
             "rejected_messages": b.rejected_messages,
             "quarantined_points": b.quarantined_points,
+            "released_points": b.released_points,
             "salvaged_points": b.salvaged_points,
             "recoveries": b.recoveries,
             "clock": {

@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _COUNTERS = (
+    "released_points",
     "dropped_points",
     "rejected_points",
     "rejected_messages",
@@ -115,9 +116,22 @@ class BufferStats:
     rejected_messages: int
     quarantined_points: int
     quarantine_dropped: int
+    released_points: int
     salvaged_points: int
     recoveries: int
     session: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineGroup:
+    """Quarantined samples of one device for one reason."""
+
+    device_id: str
+    reason: str
+    points: int
+    first_ts: int
+    last_ts: int
+    last_moved_ms: int
 
 
 def _stored(value: Value) -> Value | int:
@@ -371,6 +385,27 @@ class Buffer:
         """Move rows out of the queue into the quarantine table (kept, counted, never sent)."""
         return self._submit("quarantine", (sorted(set(ids)), reason))
 
+    def release(
+        self, device_id: str | None = None, reason_contains: str | None = None
+    ) -> asyncio.Future[int]:
+        """Move quarantined samples (all, or one device's, or those whose reason contains some
+        text) back into the queue behind the backlog, as far as the cap leaves room; resolves to
+        how many moved. For when the cause is mended: a child device registered on the server."""
+        return self._submit("release", (device_id, reason_contains))
+
+    async def quarantine_summary(self) -> list[QuarantineGroup]:
+        """What is in quarantine, by device and reason."""
+
+        def read() -> list[QuarantineGroup]:
+            rows = self._reader.execute(
+                "SELECT s.device_id, q.reason, count(*), min(q.ts), max(q.ts), max(q.moved_ms)"
+                " FROM quarantine AS q JOIN series AS s ON s.id = q.series_id"
+                " GROUP BY s.device_id, q.reason ORDER BY count(*) DESC LIMIT 1000"
+            ).fetchall()
+            return [QuarantineGroup(*r) for r in rows]
+
+        return await asyncio.to_thread(self._read, read)
+
     def correct(self, epoch: int, delta_ms: int) -> asyncio.Future[int]:
         """Shift the timestamps of samples stamped during an unchecked clock ``epoch`` by
         ``delta_ms`` and mark them checked; resolves to how many rows changed."""
@@ -429,6 +464,7 @@ class Buffer:
             rejected_messages=c["rejected_messages"],
             quarantined_points=c["quarantined_points"],
             quarantine_dropped=c["quarantine_dropped"],
+            released_points=c["released_points"],
             salvaged_points=c["salvaged_points"],
             recoveries=c["recoveries"],
             session=c["session"],
@@ -662,6 +698,40 @@ class Buffer:
         if moved:
             log.warning("%d samples quarantined: %s", moved, reason)
         return moved
+
+    def _do_release(
+        self,
+        conn: sqlite3.Connection,
+        device_id: str | None,
+        reason_contains: str | None,
+        _new: list[Any],
+    ) -> int:
+        room = max(0, self.cap_points - self._points)
+        where, args = ["1"], []
+        if device_id is not None:
+            where.append("series_id IN (SELECT id FROM series WHERE device_id = ?)")
+            args.append(device_id)
+        if reason_contains:
+            where.append("instr(reason, ?) > 0")
+            args.append(reason_contains)
+        rows = conn.execute(
+            "SELECT id, series_id, ts, value, added_ms, epoch FROM quarantine"
+            f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*args, room),
+        ).fetchall()
+        if not rows:
+            return 0
+        first = self._next_id
+        conn.executemany(
+            "INSERT INTO queue VALUES (?, ?, ?, ?, ?, ?)",
+            [(first + i, *row[1:]) for i, row in enumerate(rows)],
+        )
+        conn.executemany("DELETE FROM quarantine WHERE id = ?", [(row[0],) for row in rows])
+        self._next_id = first + len(rows)
+        self._points += len(rows)
+        self._counters["released_points"] += len(rows)
+        log.warning("%d quarantined samples released to be sent again", len(rows))
+        return len(rows)
 
     def _do_correct(
         self, conn: sqlite3.Connection, epoch: int, delta_ms: int, _new: list[Any]

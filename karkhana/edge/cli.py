@@ -1,4 +1,5 @@
-"""``karkhana edge [run] | status``: run the edge agent, or print a running agent's health."""
+"""``karkhana edge [run] | status | quarantine | release``: run the edge agent, print a running
+agent's health, list what it quarantined, or send quarantined samples again."""
 
 from __future__ import annotations
 
@@ -18,26 +19,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
         nargs="?",
-        choices=["run", "status"],
+        choices=["run", "status", "quarantine", "release"],
         default="run",
-        help="run the agent (default) or print the health of the one running here",
+        help="run the agent (default), print the health of the one running here, list its"
+        " quarantined samples, or release them to be sent again",
+    )
+    parser.add_argument(
+        "--device", default=None, metavar="ID", help="release: only this device's samples"
+    )
+    parser.add_argument(
+        "--reason-contains",
+        default=None,
+        metavar="TEXT",
+        help="release: only samples whose quarantine reason contains TEXT",
     )
     config.add_arguments(parser)
 
 
 def fetch_status(settings: EdgeSettings) -> dict[str, Any]:
-    url = settings.local_url + "/health"
+    return _call(settings, "GET", "/health")
+
+
+def _call(
+    settings: EdgeSettings, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    url = settings.local_url + path
     try:
-        r = httpx.get(url, timeout=5)
-        r.raise_for_status()
-        body: dict[str, Any] = r.json()
+        r = httpx.request(method, url, json=body, timeout=30)
+        if r.is_error:
+            detail = r.json().get("detail") if "json" in r.headers.get("content-type", "") else ""
+            raise KarkhanaError(f"{url}: {r.status_code} {detail or r.reason_phrase}")
+        answer: dict[str, Any] = r.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise KarkhanaError(
             f"no edge agent answers at {url} ({exc}); is `karkhana edge` running with this"
             " --http-port?",
             reason="edge_unreachable",
         ) from None
-    return body
+    return answer
+
+
+def format_quarantine(groups: list[dict[str, Any]]) -> str:
+    if not groups:
+        return "nothing is quarantined"
+    lines = [f"{'samples':>9}  {'device':<20} reason"]
+    lines += [f"{g['points']:>9}  {g['device_id']:<20} {g['reason']}" for g in groups]
+    total = sum(int(g["points"]) for g in groups)
+    lines.append(
+        f"{total:>9}  in all; `karkhana edge release [--device ID] [--reason-contains TEXT]`"
+        " sends them again once the cause is mended"
+    )
+    return "\n".join(lines)
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -75,6 +107,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     settings = config.from_args(args)
     if args.action == "status":
         print(format_status(fetch_status(settings)))
+        return 0
+    if args.action == "quarantine":
+        print(format_quarantine(_call(settings, "GET", "/quarantine")["groups"]))
+        return 0
+    if args.action == "release":
+        query = {"device_id": args.device, "reason_contains": args.reason_contains}
+        released = _call(settings, "POST", "/quarantine/release", query)["released"]
+        print(f"{released} samples released; they are sent behind the backlog")
         return 0
     logging.basicConfig(
         level=settings.log_level.upper(),

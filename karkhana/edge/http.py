@@ -4,12 +4,18 @@
 once the samples are in the durable buffer; a full buffer (reject-new) or a failing disk answers
 503 with Retry-After, so that the device keeps its data and sends it again. ``GET /health`` is
 the agent's status.
+
+``GET /quarantine`` lists the quarantined samples by device and reason, and ``POST
+/quarantine/release`` (``{"device_id": ..., "reason_contains": ...}``, both optional) sends them
+again; both answer only on the box itself (loopback), where `karkhana edge quarantine` and
+`karkhana edge release` call them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from karkhana.core.errors import (
+    Forbidden,
     InvalidPayload,
     KarkhanaError,
     PayloadTooLarge,
@@ -28,15 +35,17 @@ from karkhana.core.errors import (
     Unauthorized,
 )
 from karkhana.core.model import is_valid_device_id
-from karkhana.edge.buffer import Buffer
+from karkhana.edge.buffer import Buffer, QuarantineGroup
 from karkhana.edge.clock import EdgeClock
 from karkhana.ingest.codec import decode
 
 BODY_TIMEOUT_S = 30.0
+LOOPBACK = ("127.0.0.1", "::1")
 FAR_FUTURE_MS = 100 * 365 * 86_400_000
 STATUS: dict[type[KarkhanaError], int] = {
     InvalidPayload: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     RequestTimeout: 408,
     PayloadTooLarge: 413,
     StoreUnavailable: 503,
@@ -114,12 +123,57 @@ def local_app(
         body["inputs"] = {**body.get("inputs", {}), "http": stats.__dict__.copy()}
         return JSONResponse(body)
 
+    def on_the_box(request: Request) -> None:
+        host = request.client.host if request.client else ""
+        if host not in LOOPBACK:
+            raise Forbidden("quarantine is managed on the edge box itself (loopback only)")
+
+    async def quarantine(request: Request) -> JSONResponse:
+        try:
+            on_the_box(request)
+            groups = await buffer.quarantine_summary()
+        except KarkhanaError as exc:
+            return error(exc)
+        return JSONResponse({"groups": [_group(g) for g in groups]})
+
+    async def release(request: Request) -> JSONResponse:
+        try:
+            on_the_box(request)
+            body = await read_body(request, 4096, BODY_TIMEOUT_S)
+            try:
+                query = json.loads(body or b"{}")
+            except ValueError:
+                raise InvalidPayload("expected a JSON object") from None
+            if not isinstance(query, dict) or not all(
+                isinstance(query.get(k), str | None) for k in ("device_id", "reason_contains")
+            ):
+                raise InvalidPayload('expected {"device_id": text, "reason_contains": text}')
+            released = await buffer.release(query.get("device_id"), query.get("reason_contains"))
+        except KarkhanaError as exc:
+            return error(exc)
+        if released and on_put is not None:
+            on_put()
+        return JSONResponse({"released": released})
+
     return Starlette(
         routes=[
             Route("/api/v1/telemetry/{device_id}", telemetry, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/quarantine", quarantine, methods=["GET"]),
+            Route("/quarantine/release", release, methods=["POST"]),
         ]
     )
+
+
+def _group(g: QuarantineGroup) -> dict[str, Any]:
+    return {
+        "device_id": g.device_id,
+        "reason": g.reason,
+        "points": g.points,
+        "first_ts": g.first_ts,
+        "last_ts": g.last_ts,
+        "last_moved_ms": g.last_moved_ms,
+    }
 
 
 def error(exc: KarkhanaError) -> JSONResponse:
