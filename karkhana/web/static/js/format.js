@@ -1,0 +1,44 @@
+// Small formatting helpers shared by the pages.
+import { t } from "./i18n.js";
+
+const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
+
+export function num(v, digits = 1) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (typeof v !== "number") return esc(v);
+  return v.toLocaleString("en", { maximumFractionDigits: digits });
+}
+
+export const pct = (f) => (f === null || f === undefined ? "–" : `${(f * 100).toFixed(1)}%`);
+
+export function duration(ms) {
+  if (ms === null || ms === undefined) return "–";
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (h) return t("unit.hm", { h, m });
+  if (m) return t("unit.ms", { m, s: s % 60 });
+  return t("unit.s", { s });
+}
+
+export function time(ms) {
+  return ms ? new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "–";
+}
+
+export function dateTime(ms) {
+  return ms ? new Date(ms).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "–";
+}
+
+export function today() {
+  const d = new Date();
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+}
+
+export const STATES = ["running", "idle", "stopped", "fault", "planned_stop", "no_data"];
+
+export function stateName(state) { return t(`state.${STATES.includes(state) ? state : "no_data"}`); }
+
+export function html(el, markup) { el.innerHTML = markup; return el; }
+
+export function errorBox(e) { return `<p class="error" role="alert">${esc(e.message || e)}</p>`; }
