@@ -1,0 +1,1 @@
+"""Alarms: the rule engine (pure, shared with the edge), alarm life cycle, notifications."""
