@@ -256,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="replace an existing certificate")
     c = certs.add_parser("show", help="subjects, expiry and fingerprints of the certificates")
     config.add_arguments(c, ("data_dir",))
+    c = certs.add_parser(
+        "revoke", help="revoke a device's certificate (the broker closes its connections)"
+    )
+    config.add_arguments(c, ("data_dir",))
+    c.add_argument("device_id")
 
     p = sub.add_parser("audit", help="check or export the audit log")
     audits = p.add_subparsers(dest="audit_command", required=True)
@@ -282,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def certs(args: argparse.Namespace, settings: Settings) -> str:
-    """``karkhana certs init | device | show``; returns what to print."""
+    """``karkhana certs init | device | show | revoke``; returns what to print."""
     from karkhana.security import tls
 
     def line(label: str, info: tls.CertInfo, created: bool | None = None) -> str:
@@ -319,6 +324,15 @@ def certs(args: argparse.Namespace, settings: Settings) -> str:
                 f"{'':8}key {made.key_path}; the device also needs {tls.TlsPaths.of(settings.data_dir).ca_cert}",
             ]
         )
+    if args.certs_command == "revoke":
+        info = tls.revoke_device(settings.data_dir, args.device_id)
+        return "\n".join(
+            [
+                line("revoked", info),
+                f"{'':8}listed in {tls.TlsPaths.of(settings.data_dir).crl}; a running server"
+                " closes its connections within seconds",
+            ]
+        )
     now = datetime.now(UTC)
     out = []
     for info in tls.show(settings.data_dir):
@@ -328,6 +342,11 @@ def certs(args: argparse.Namespace, settings: Settings) -> str:
             out.append(f"{'':8}EXPIRED")
         if not info.signed_by_ca:
             out.append(f"{'':8}not signed by the current CA: it will be refused")
+    revoked = tls.revocations(settings.data_dir)
+    if revoked:
+        out.append(
+            f"revoked {len(revoked)} device certificate(s) in {tls.TlsPaths.of(settings.data_dir).crl}"
+        )
     return "\n".join(out)
 
 

@@ -17,6 +17,7 @@ its protocol handler; the amqtt version is pinned in pyproject.toml for that rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -29,13 +30,15 @@ from amqtt.errors import AMQTTError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
-from karkhana.core.errors import KarkhanaError, StoreUnavailable
+from karkhana.core.errors import ConfigError, KarkhanaError, StoreUnavailable
 from karkhana.ingest.service import Ingestor, device_of_topic
 from karkhana.security.audit import AuditLog
 from karkhana.security.devices import DeviceRegistry
-from karkhana.security.tls import ServerTls, client_device_id
+from karkhana.security.tls import RevocationWatch, ServerTls, client_device_id
 
 log = logging.getLogger(__name__)
+REVOCATION_CHECK_S = 2.0
+"""How often the broker looks for a changed certificate revocation list."""
 
 
 class _ConnectionClosed(Exception):
@@ -270,6 +273,42 @@ class EmbeddedBroker(StoringBroker):
         self.ingestor = ingestor
         self.audit = audit
         ingestor.devices.on_revoked(self._revoked)
+        self.revocations = RevocationWatch(
+            tls.crlfile if tls else None, tls.cafile if tls else None
+        )
+        self.revocations.refresh()
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        if self.revocations.crlfile is not None:
+            self._watch = asyncio.create_task(self._watch_revocations())
+
+    async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await super().shutdown()
+
+    async def _watch_revocations(self) -> None:
+        """Close connections whose certificate was revoked since they logged in."""
+        while True:
+            await asyncio.sleep(REVOCATION_CHECK_S)
+            try:
+                changed = self.revocations.refresh()
+            except ConfigError as exc:
+                log.error("certificate revocation list not reloaded: %s", exc.message)
+                continue
+            if not changed:
+                continue
+            for session, handler in list(self._sessions.values()):
+                ssl_object = getattr(session, "ssl_object", None)
+                der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+                if handler is not None and self.revocations.revoked(der):
+                    log.warning("closing %s: its certificate was revoked", session.username)
+                    await handler.stop()
 
     async def store(self, session: Session | None, topic: str | None, data: bytes | None) -> bool:
         device_id = device_of_topic(topic) if topic else None
@@ -294,10 +333,17 @@ class EmbeddedBroker(StoringBroker):
         cert_id = client_device_id(
             ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         )
+        revoked = cert_id is not None and self.revocations.revoked(
+            ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        )
         if cert_id is not None:
-            # the TLS layer has verified the certificate against the CA; deleting the device
-            # from the registry is what revokes it
-            ok = self.ingestor.devices.exists(cert_id) and session.username in (None, "", cert_id)
+            # the TLS layer has verified the certificate against the CA; a revoked certificate
+            # or a deleted device is refused
+            ok = (
+                not revoked
+                and self.ingestor.devices.exists(cert_id)
+                and session.username in (None, "", cert_id)
+            )
             if ok:
                 session.username = cert_id
         else:
@@ -313,7 +359,10 @@ class EmbeddedBroker(StoringBroker):
                     "device.auth",
                     f"device:{who}",
                     source=session.remote_address,
-                    details={"transport": "mqtt"},
+                    details={
+                        "transport": "mqtt",
+                        **({"certificate": "revoked"} if revoked else {}),
+                    },
                 )
         return ok
 

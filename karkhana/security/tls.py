@@ -9,6 +9,12 @@ Files written here (keys with mode 0600):
     tls/ca.pem, tls/ca.key            the CA, valid 10 years
     tls/server.pem, tls/server.key    HTTPS and MQTTS, valid 825 days
     tls/devices/<id>.pem, <id>.key    client certificates, common name = device id
+    tls/crl.pem                       revoked device certificates, signed by the CA
+
+A device certificate is revoked by ``karkhana certs revoke ID`` and, for the one it replaces, by
+``karkhana certs device ID --force``. The serial number goes into the CA's revocation list
+(``crl.pem``); the server's broker refuses revoked certificates at login and, watching the file,
+closes connections that are open with one within seconds, even when another process revoked it.
 
 Certificate and key errors from the ``cryptography`` package are translated into ``ConfigError``.
 """
@@ -42,6 +48,8 @@ DEVICE_DAYS = 825
 RENEW_BEFORE_DAYS = 30
 """``certs init`` issues a new server certificate when the old one expires sooner than this."""
 TLS_MODES = ("auto", "on", "off")
+CRL_DAYS = 3650
+"""A local CA's list is rewritten at every revocation; it need not expire sooner than the CA."""
 
 _DNS_NAME = re.compile(
     r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$"
@@ -86,6 +94,10 @@ class TlsPaths:
     def device_key(self, device_id: str) -> Path:
         return self.devices / f"{device_id}.key"
 
+    @property
+    def crl(self) -> Path:
+        return self.root / "crl.pem"
+
 
 @dataclass(frozen=True, slots=True)
 class CertInfo:
@@ -119,12 +131,22 @@ class DeviceCert:
 
 
 @dataclass(frozen=True, slots=True)
+class Revocation:
+    """One revoked certificate: its serial number and when it was revoked."""
+
+    serial: int
+    revoked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ServerTls:
-    """The files the HTTPS and MQTTS listeners use; ``cafile`` verifies device certificates."""
+    """The files the HTTPS and MQTTS listeners use; ``cafile`` verifies device certificates,
+    ``crlfile`` lists the revoked ones."""
 
     certfile: Path
     keyfile: Path
     cafile: Path | None
+    crlfile: Path | None = None
 
 
 def _now(now: datetime | None) -> datetime:
@@ -384,8 +406,12 @@ def init(
     if created_ca:
         ca_cert, ca_key = make_ca(t, host)
         _write_pair(paths.ca_cert, paths.ca_key, ca_cert, ca_key)
+        # a new CA starts with an empty list: the old CA's certificates fail anyway
+        _write_crl(paths, ca_cert, ca_key, [], t)
     else:
         ca_cert = load_cert(paths.ca_cert)
+        if not paths.crl.exists():
+            _write_crl(paths, ca_cert, _load_key(paths.ca_key), [], t)
     created_server = created_ca or not _server_is_current(paths, ca_cert, names, t)
     if created_server:
         cert, key = _issue(
@@ -427,10 +453,13 @@ def issue_device(
         raise ConfigError(f"no CA in {paths.root}: run karkhana certs init first")
     ca_cert = load_cert(paths.ca_cert)
     cert_path, key_path = paths.device_cert(device_id), paths.device_key(device_id)
-    if not force and cert_path.exists() and key_path.exists():
+    if cert_path.exists():
         existing = load_cert(cert_path)
         if signed_by(existing, ca_cert):
-            return DeviceCert(device_id, _info(cert_path, existing, ca_cert), key_path, False)
+            if not force and key_path.exists():
+                return DeviceCert(device_id, _info(cert_path, existing, ca_cert), key_path, False)
+            # replaced: the old certificate must stop working, not only be forgotten
+            _add_revocations(paths, ca_cert, [existing.serial_number], _now(now))
     cert, key = _issue(
         ca_cert,
         _load_key(paths.ca_key),
@@ -442,6 +471,132 @@ def issue_device(
     )
     _write_pair(cert_path, key_path, cert, key)
     return DeviceCert(device_id, _info(cert_path, cert, ca_cert), key_path, True)
+
+
+def revoke_device(data_dir: Path, device_id: str, *, now: datetime | None = None) -> CertInfo:
+    """Revoke the device's certificate: its serial goes into ``crl.pem`` and its files are
+    removed. Returns what the certificate was."""
+    paths = TlsPaths.of(data_dir)
+    if not paths.ca_cert.exists():
+        raise ConfigError(f"no CA in {paths.root}: run karkhana certs init first")
+    if not is_valid_device_id(device_id):
+        raise ConfigError(f"{device_id!r} is not a device id")
+    cert_path = paths.device_cert(device_id)
+    if not cert_path.exists():
+        raise ConfigError(f"device {device_id} has no certificate in {paths.devices}")
+    ca_cert = load_cert(paths.ca_cert)
+    cert = load_cert(cert_path)
+    info = _info(cert_path, cert, ca_cert)
+    if info.signed_by_ca:
+        _add_revocations(paths, ca_cert, [cert.serial_number], _now(now))
+    for path in (cert_path, paths.device_key(device_id)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return info
+
+
+def revocations(data_dir: Path) -> list[Revocation]:
+    """The revoked certificates of the installation's CA (empty without a list)."""
+    paths = TlsPaths.of(data_dir)
+    if not paths.crl.exists():
+        return []
+    crl = _load_crl(paths.crl, load_cert(paths.ca_cert))
+    return [Revocation(r.serial_number, r.revocation_date_utc) for r in crl]
+
+
+def _load_crl(path: Path, ca: x509.Certificate) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path} is not a PEM certificate revocation list") from None
+    public_key = ca.public_key()
+    if crl.issuer != ca.subject or not (
+        isinstance(public_key, ec.EllipticCurvePublicKey) and crl.is_signature_valid(public_key)
+    ):
+        raise ConfigError(f"{path} is not signed by the installation's CA")
+    return crl
+
+
+def _add_revocations(
+    paths: TlsPaths, ca_cert: x509.Certificate, serials: Iterable[int], now: datetime
+) -> None:
+    entries = [
+        (r.serial_number, r.revocation_date_utc)
+        for r in (_load_crl(paths.crl, ca_cert) if paths.crl.exists() else [])
+    ]
+    known = {serial for serial, _ in entries}
+    entries += [(serial, now) for serial in serials if serial not in known]
+    _write_crl(paths, ca_cert, _load_key(paths.ca_key), entries, now)
+
+
+def _write_crl(
+    paths: TlsPaths,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    entries: Sequence[tuple[int, datetime]],
+    now: datetime,
+) -> None:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - timedelta(hours=1))
+        .next_update(now + timedelta(days=CRL_DAYS))
+    )
+    for serial, when in entries:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    try:
+        write_atomically(paths.crl, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {paths.crl}: {exc.strerror}") from None
+
+
+class RevocationWatch:
+    """The revoked serial numbers, reloaded when ``crl.pem`` changes (any process may revoke).
+
+    A list that cannot be read or is not signed by the CA keeps the last good one and is logged
+    by the caller through the ``ConfigError`` that ``refresh`` raises.
+    """
+
+    def __init__(self, crlfile: Path | None, cafile: Path | None) -> None:
+        self.crlfile = crlfile
+        self.cafile = cafile
+        self.serials: frozenset[int] = frozenset()
+        self._stamp: tuple[int, int] | None = None
+
+    def refresh(self) -> bool:
+        """Reload the list if its file changed; True when the set of serials changed."""
+        if self.crlfile is None or self.cafile is None:
+            return False
+        try:
+            st = self.crlfile.stat()
+        except FileNotFoundError:
+            stamp = None
+        else:
+            stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        serials: frozenset[int] = frozenset()
+        if stamp is not None:
+            crl = _load_crl(self.crlfile, load_cert(self.cafile))
+            serials = frozenset(r.serial_number for r in crl)
+        changed = serials != self.serials
+        self.serials = serials
+        return changed
+
+    def revoked(self, der: bytes | None) -> bool:
+        if not der or not self.serials:
+            return False
+        try:
+            serial = x509.load_der_x509_certificate(der).serial_number
+        except ValueError:
+            return False
+        return serial in self.serials
 
 
 def show(data_dir: Path) -> list[CertInfo]:
@@ -494,8 +649,12 @@ def server_tls(mode: str, data_dir: Path) -> ServerTls | None:
     if not (cert and key):
         missing = paths.server_key if cert else paths.server_cert
         raise ConfigError(f"{missing} is missing: run karkhana certs init")
+    ca = paths.ca_cert if paths.ca_cert.exists() else None
     return ServerTls(
-        paths.server_cert, paths.server_key, paths.ca_cert if paths.ca_cert.exists() else None
+        paths.server_cert,
+        paths.server_key,
+        ca,
+        paths.crl if ca is not None else None,
     )
 
 

@@ -168,6 +168,49 @@ async def test_client_certificate_replaces_the_token(served: Runtime) -> None:
     assert not ok
 
 
+def keep(made: tls.DeviceCert, where: Path) -> tuple[str, str]:
+    """Copies of a device's certificate and key, as the device holds them after revocation."""
+    where.mkdir(exist_ok=True)
+    cert, key = where / "dev.pem", where / "dev.key"
+    cert.write_bytes(made.cert.path.read_bytes())
+    key.write_bytes(made.key_path.read_bytes())
+    return str(cert), str(key)
+
+
+async def test_revoking_a_certificate_refuses_it_and_closes_its_open_connection(
+    served: Runtime, tmp_path: Path
+) -> None:
+    await served.devices.create("loom-01")
+    made = await asyncio.to_thread(tls.issue_device, served.settings.data_dir, "loom-01")
+    cert = keep(made, tmp_path / "held")
+    dev, ok = await device(served, "loom-01", cert=cert)
+    assert ok
+    try:
+        # revoked by another process (karkhana certs revoke): the broker sees the list change
+        await asyncio.to_thread(tls.revoke_device, served.settings.data_dir, "loom-01")
+        assert await asyncio.to_thread(dev.ended.wait, 10), "the open connection was not closed"
+    finally:
+        await asyncio.to_thread(dev.close)
+    dev, ok = await device(served, "loom-01-again", cert=cert)
+    await asyncio.to_thread(dev.close)
+    assert not ok
+    events = await served.audit.events(action="device.auth")
+    assert any((e.after or {}).get("certificate") == "revoked" for e in events)
+
+    # a new certificate for the same device works; replacing it again revokes this one
+    renewed = await asyncio.to_thread(tls.issue_device, served.settings.data_dir, "loom-01")
+    second = keep(renewed, tmp_path / "second")
+    dev, ok = await device(served, "loom-01", cert=second)
+    await asyncio.to_thread(dev.close)
+    assert ok
+    await asyncio.to_thread(tls.issue_device, served.settings.data_dir, "loom-01", force=True)
+    await asyncio.sleep(2.5)  # the broker's next look at the list
+    dev, ok = await device(served, "loom-01", cert=second)
+    await asyncio.to_thread(dev.close)
+    assert not ok
+    assert len(tls.revocations(served.settings.data_dir)) == 2
+
+
 async def test_a_resumed_session_does_not_inherit_a_certificate(served: Runtime) -> None:
     """amqtt keeps persistent sessions between connections; the login must not come along."""
     await served.devices.create("loom-01")

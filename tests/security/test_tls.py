@@ -161,3 +161,47 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "CN=loom-01" in out and out.count("SHA-256") == 3 and "EXPIRED" not in out
     assert cli.main(["certs", "init", "--hosts", "bad host", *data]) == 2
     assert "bad host" in capsys.readouterr().err
+
+
+def test_revocation_list_is_signed_by_the_ca_and_grows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    tls.init(tmp_path, hostname="test-host")
+    paths = tls.TlsPaths.of(tmp_path)
+    assert paths.crl.exists() and tls.revocations(tmp_path) == []
+    first = tls.issue_device(tmp_path, "loom-01")
+    serial = x509.load_pem_x509_certificate(first.cert.path.read_bytes()).serial_number
+    watch = tls.RevocationWatch(paths.crl, paths.ca_cert)
+    assert watch.refresh() is False and watch.serials == frozenset()
+
+    # replacing a certificate revokes the old one
+    tls.issue_device(tmp_path, "loom-01", force=True)
+    assert [r.serial for r in tls.revocations(tmp_path)] == [serial]
+    assert watch.refresh() is True and serial in watch.serials
+    der = x509.load_pem_x509_certificate(first.cert.path.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    assert not watch.revoked(der)  # the file now holds the new certificate
+    assert cli.main(["certs", "revoke", "loom-01", *data]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert len(tls.revocations(tmp_path)) == 2 and not paths.device_cert("loom-01").exists()
+    assert watch.refresh() is True and watch.revoked(b"not a certificate") is False
+    assert cli.main(["certs", "revoke", "loom-01", *data]) == 2
+    assert "has no certificate" in capsys.readouterr().err
+    assert cli.main(["certs", "show", *data]) == 0
+    assert "revoked 2 device certificate(s)" in capsys.readouterr().out
+
+    # a list not signed by this CA is refused, and the watch keeps the last good one
+    good = paths.crl.read_bytes()
+    other = tmp_path / "other"
+    tls.init(other, hostname="other-host")
+    tls.issue_device(other, "x")
+    tls.revoke_device(other, "x")
+    paths.crl.write_bytes(tls.TlsPaths.of(other).crl.read_bytes())
+    with pytest.raises(ConfigError, match="not signed by the installation's CA"):
+        tls.revocations(tmp_path)
+    with pytest.raises(ConfigError):
+        watch.refresh()
+    assert len(watch.serials) == 2
+    paths.crl.write_bytes(good)
