@@ -1,0 +1,430 @@
+"""REST API of maintenance: machine health, work orders, preventive schedules, MTBF/MTTR, and
+vibration bursts from devices."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field
+
+from karkhana.api.deps import CurrentUser, RuntimeDep, Source, client_address, visible_sites
+from karkhana.api.telemetry import _body
+from karkhana.core.errors import InvalidPayload, Unauthorized
+from karkhana.core.model import Sample
+from karkhana.core.timeutil import parse_ts
+from karkhana.maintenance import vibration
+from karkhana.maintenance.model import (
+    Part,
+    Priority,
+    ScheduleBasis,
+    WorkOrderKind,
+    WorkOrderSource,
+    WorkOrderStatus,
+)
+from karkhana.maintenance.service import (
+    HealthStatus,
+    MaintenanceService,
+    schedule_dict,
+    work_order_dict,
+)
+from karkhana.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/maintenance", tags=["maintenance"])
+DAY_MS = 86_400_000
+MAX_BURST_BYTES = 2 * 1024 * 1024
+MAX_MS = 2**53
+Y2000_MS = 946_684_800_000
+
+
+def _service(rt: Runtime) -> MaintenanceService:
+    service: MaintenanceService = rt.maintenance
+    return service
+
+
+# -- health -------------------------------------------------------------------------------
+class ContributionOut(BaseModel):
+    signal: str
+    share: float
+
+
+class HealthOut(BaseModel):
+    machine_id: str
+    status: str = Field(description="learning, ok, alarm or no_data")
+    index: float | None = Field(description="0-100; 100 is like the learned normal")
+    score: float | None = Field(description="smoothed anomaly score; 1.0 is the threshold")
+    ts: int | None
+    trend_per_day: float | None = Field(description="index points per day over the last day")
+    days_to_alarm: float | None = Field(description="at the present trend, days until 50")
+    alarm: bool
+    learning_progress: float
+    contributions: list[ContributionOut] = Field(description="signals driving the score")
+    signals: list[str]
+    run_hours: float | None
+    rul: dict[str, Any] | None = Field(description="remaining useful life, when a model exists")
+
+
+def _health_out(h: HealthStatus) -> HealthOut:
+    return HealthOut(
+        machine_id=h.machine_id,
+        status=h.status,
+        index=h.index,
+        score=h.score,
+        ts=h.ts,
+        trend_per_day=h.trend_per_day,
+        days_to_alarm=h.days_to_alarm,
+        alarm=h.alarm,
+        learning_progress=h.learning_progress,
+        contributions=[ContributionOut(signal=c.signal, share=c.share) for c in h.contributions],
+        signals=list(h.signals),
+        run_hours=h.run_hours,
+        rul=h.rul,
+    )
+
+
+@router.get("/health")
+async def health_overview(rt: RuntimeDep, user: CurrentUser) -> list[HealthOut]:
+    """Health of every machine the user may see."""
+    service = _service(rt)
+    return [
+        _health_out(await service.health(m)) for m in await service.machines(visible_sites(user))
+    ]
+
+
+@router.get("/machines/{machine_id}/health")
+async def machine_health(machine_id: str, rt: RuntimeDep, user: CurrentUser) -> HealthOut:
+    """Health index, its trend, the signals driving the score and RUL when a model exists."""
+    return _health_out(await _service(rt).health(machine_id))
+
+
+@router.get("/machines/{machine_id}/reliability")
+async def machine_reliability(
+    machine_id: str,
+    rt: RuntimeDep,
+    user: CurrentUser,
+    days: Annotated[float, Query(gt=0, le=3660, description="period ending now")] = 90,
+) -> dict[str, Any]:
+    """MTBF and MTTR from the machine's breakdown work orders."""
+    end = rt.clock.now_ms() + 1
+    r = await _service(rt).reliability(machine_id, end - int(days * DAY_MS), end)
+    return {
+        "machine_id": r.machine_id,
+        "start_ms": r.start_ms,
+        "end_ms": r.end_ms,
+        "failures": r.failures,
+        "downtime_h": r.downtime_h,
+        "operating_h": r.operating_h,
+        "mtbf_h": r.mtbf_h,
+        "mttr_h": r.mttr_h,
+        "availability": r.availability,
+    }
+
+
+# -- work orders --------------------------------------------------------------------------
+class PartIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    quantity: float = Field(default=1.0, gt=0, le=1e9)
+    part_no: str | None = Field(default=None, max_length=100)
+
+
+Millis = Annotated[int, Field(ge=0, le=MAX_MS)]
+
+
+class WorkOrderIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    kind: WorkOrderKind = WorkOrderKind.CORRECTIVE
+    source: WorkOrderSource = WorkOrderSource.MANUAL
+    source_ref: str | None = Field(
+        default=None, max_length=200, description="alarm id, prediction or model reference"
+    )
+    priority: Priority = Priority.MEDIUM
+    assignee: str | None = Field(default=None, max_length=100)
+    parts: list[PartIn] = Field(default_factory=list, max_length=200)
+    notes: str = Field(default="", max_length=10_000)
+    breakdown: bool = Field(
+        default=False, description="the machine failed: its downtime counts for MTBF and MTTR"
+    )
+    down_start_ms: Millis | None = None
+    down_end_ms: Millis | None = None
+
+
+class WorkOrderPatch(BaseModel):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    status: WorkOrderStatus | None = None
+    priority: Priority | None = None
+    assignee: str | None = Field(default=None, max_length=100)
+    parts: list[PartIn] | None = Field(default=None, max_length=200)
+    notes: str | None = Field(default=None, max_length=10_000)
+    breakdown: bool | None = None
+    down_start_ms: Millis | None = None
+    down_end_ms: Millis | None = None
+
+
+def _parts(parts: list[PartIn]) -> tuple[Part, ...]:
+    return tuple(Part(p.name, p.quantity, p.part_no) for p in parts)
+
+
+@router.get("/work-orders")
+async def list_work_orders(
+    rt: RuntimeDep,
+    user: CurrentUser,
+    status: Annotated[list[WorkOrderStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[dict[str, Any]]:
+    """Work orders of every machine the user may see, newest first."""
+    orders = await _service(rt).list_work_orders(
+        statuses=status, sites=visible_sites(user), limit=limit
+    )
+    return [work_order_dict(o) for o in orders]
+
+
+@router.get("/machines/{machine_id}/work-orders")
+async def machine_work_orders(
+    machine_id: str,
+    rt: RuntimeDep,
+    user: CurrentUser,
+    status: Annotated[list[WorkOrderStatus] | None, Query()] = None,
+) -> list[dict[str, Any]]:
+    await rt.assets.get_machine(machine_id)
+    orders = await _service(rt).list_work_orders(machine_id=machine_id, statuses=status)
+    return [work_order_dict(o) for o in orders]
+
+
+@router.post("/machines/{machine_id}/work-orders", status_code=201)
+async def create_work_order(
+    machine_id: str, body: WorkOrderIn, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> dict[str, Any]:
+    """Open a work order by hand, or for an alarm or a prediction (``source``, ``source_ref``)."""
+    wo = await _service(rt).create_work_order(
+        machine_id,
+        body.title,
+        kind=body.kind,
+        source=body.source,
+        source_ref=body.source_ref,
+        priority=body.priority,
+        assignee=body.assignee,
+        parts=_parts(body.parts),
+        notes=body.notes,
+        breakdown=body.breakdown,
+        down_start_ms=body.down_start_ms,
+        down_end_ms=body.down_end_ms,
+        actor=user.username,
+        source_address=source,
+    )
+    return work_order_dict(wo)
+
+
+@router.get("/machines/{machine_id}/work-orders/{item_id}")
+async def get_work_order(
+    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser
+) -> dict[str, Any]:
+    return work_order_dict(await _service(rt).get_work_order(item_id, machine_id))
+
+
+@router.patch("/machines/{machine_id}/work-orders/{item_id}")
+async def update_work_order(
+    machine_id: str,
+    item_id: int,
+    body: WorkOrderPatch,
+    rt: RuntimeDep,
+    user: CurrentUser,
+    source: Source,
+) -> dict[str, Any]:
+    """Assign, start, finish, cancel or reopen a work order; record parts, notes, downtime."""
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if "parts" in changes:
+        changes["parts"] = _parts(body.parts or [])
+    for name in ("title", "status", "priority", "notes", "breakdown", "parts"):
+        if name in changes and changes[name] is None:
+            raise InvalidPayload(f"{name}: may not be null")
+    wo = await _service(rt).update_work_order(
+        machine_id, item_id, changes, actor=user.username, source_address=source
+    )
+    return work_order_dict(wo)
+
+
+@router.delete("/machines/{machine_id}/work-orders/{item_id}", status_code=204)
+async def delete_work_order(
+    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> None:
+    await _service(rt).delete_work_order(
+        machine_id, item_id, actor=user.username, source_address=source
+    )
+
+
+# -- schedules ----------------------------------------------------------------------------
+class ScheduleIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    basis: ScheduleBasis
+    interval: float = Field(
+        gt=0, le=1e12, description="days (calendar), run hours or counts between jobs"
+    )
+    signal: str | None = Field(
+        default=None,
+        max_length=128,
+        description="counter signal for 'count' (and optionally 'run_hours'); by default run"
+        " hours are those the condition monitor counts",
+    )
+    lead: float = Field(default=0.1, ge=0, lt=1, description="share of the interval: due soon")
+
+
+async def _schedule_out(service: MaintenanceService, schedule: Any) -> dict[str, Any]:
+    state = await service.due_of(schedule)
+    return {
+        **schedule_dict(schedule),
+        "due": {
+            "status": state.status,
+            "used": state.used,
+            "remaining": state.remaining,
+            "unit": state.unit,
+            "meter": state.meter,
+        },
+    }
+
+
+@router.get("/schedules/due")
+async def due_schedules(rt: RuntimeDep, user: CurrentUser) -> list[dict[str, Any]]:
+    """Every schedule the user may see that is due soon or overdue, most urgent first."""
+    service = _service(rt)
+    out = [
+        await _schedule_out(service, s)
+        for s in await service.list_schedules(sites=visible_sites(user))
+    ]
+    out = [s for s in out if s["due"]["status"] in ("due_soon", "overdue")]
+    return sorted(out, key=lambda s: -s["due"]["used"])
+
+
+@router.get("/machines/{machine_id}/schedules")
+async def machine_schedules(
+    machine_id: str, rt: RuntimeDep, user: CurrentUser
+) -> list[dict[str, Any]]:
+    await rt.assets.get_machine(machine_id)
+    service = _service(rt)
+    return [await _schedule_out(service, s) for s in await service.list_schedules(machine_id)]
+
+
+@router.post("/machines/{machine_id}/schedules", status_code=201)
+async def create_schedule(
+    machine_id: str, body: ScheduleIn, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> dict[str, Any]:
+    """Preventive maintenance every N days, run hours or counts."""
+    service = _service(rt)
+    schedule = await service.create_schedule(
+        machine_id,
+        body.title,
+        body.basis,
+        body.interval,
+        signal=body.signal,
+        lead=body.lead,
+        actor=user.username,
+        source_address=source,
+    )
+    return await _schedule_out(service, schedule)
+
+
+@router.post("/machines/{machine_id}/schedules/{item_id}/done")
+async def schedule_done(
+    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> dict[str, Any]:
+    """Record that the scheduled job was done now; the next interval starts."""
+    service = _service(rt)
+    schedule = await service.complete_schedule(
+        machine_id, item_id, actor=user.username, source_address=source
+    )
+    return await _schedule_out(service, schedule)
+
+
+@router.delete("/machines/{machine_id}/schedules/{item_id}", status_code=204)
+async def delete_schedule(
+    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> None:
+    await _service(rt).delete_schedule(
+        machine_id, item_id, actor=user.username, source_address=source
+    )
+
+
+# -- vibration bursts from devices ---------------------------------------------------------
+class BearingIn(BaseModel):
+    rolling_elements: int = Field(ge=3, le=100)
+    ball_diameter: float = Field(gt=0, le=1e4)
+    pitch_diameter: float = Field(gt=0, le=1e5)
+    contact_angle_deg: float = Field(default=0.0, ge=0, lt=90)
+
+
+class BurstIn(BaseModel):
+    ts: int | str | None = Field(default=None, description="epoch ms or ISO 8601; default now")
+    sample_rate_hz: float = Field(ge=1, le=1e6)
+    values: list[float] = Field(min_length=16, max_length=vibration.MAX_SAMPLES)
+    unit: str = Field(default="m/s2", pattern="^(m/s2|g)$")
+    key: str = Field(
+        default="vibration",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}$",
+        description="prefix of the stored keys (one per sensor position)",
+    )
+    shaft_rpm: float | None = Field(default=None, gt=0, le=1e6)
+    bearing: BearingIn | None = None
+    group: vibration.MachineGroup = vibration.MachineGroup.MEDIUM
+    foundation: vibration.Foundation = vibration.Foundation.RIGID
+
+
+class BurstOut(BaseModel):
+    stored: int
+    ts: int
+    features: dict[str, float | str]
+
+
+@router.post("/vibration/{device_id}")
+async def vibration_burst(
+    device_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    authorization: Annotated[str | None, Header(description="Bearer <device token>")] = None,
+) -> BurstOut:
+    """Accept an accelerometer burst from a device (authenticated with its own token), compute
+    its vibration features and store them as the device's telemetry (``<key>.rms``,
+    ``<key>.velocity_rms_mm_s``, ``<key>.iso_zone``, ``<key>.bpfo``, ...)."""
+    token = ""
+    if authorization and authorization[:7].lower() == "bearer ":
+        token = authorization[7:].strip()
+    if not rt.devices.verify(device_id, token):
+        await rt.audit.refused(
+            device_id,
+            "device.auth",
+            f"device:{device_id}",
+            source=client_address(request),
+            details={"transport": "http", "route": "vibration"},
+        )
+        raise Unauthorized("unknown device or wrong token")
+    raw = await _body(request, MAX_BURST_BYTES, rt.settings.http_body_timeout_s)
+    try:
+        body = BurstIn.model_validate(json.loads(raw))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPayload(f"not a vibration burst: {str(exc)[:300]}") from None
+    ts = rt.clock.now_ms() if body.ts in (None, "") else parse_ts(body.ts, "ts")
+    if not Y2000_MS <= ts <= rt.clock.now_ms() + rt.settings.max_future_s * 1000:
+        raise InvalidPayload("ts: before 2000 or too far in the future")
+    bearing = (
+        vibration.Bearing(
+            body.bearing.rolling_elements,
+            body.bearing.ball_diameter,
+            body.bearing.pitch_diameter,
+            body.bearing.contact_angle_deg,
+        )
+        if body.bearing is not None
+        else None
+    )
+    burst = vibration.Burst(body.sample_rate_hz, tuple(body.values), body.unit)
+    found = vibration.features(
+        burst,
+        shaft_hz=body.shaft_rpm / 60.0 if body.shaft_rpm is not None else None,
+        bearing=bearing,
+        group=body.group,
+        foundation=body.foundation,
+    )
+    values = {
+        k: (round(v, 6) if isinstance(v, float) else v)
+        for k, v in found.as_values(body.key).items()
+    }
+    result = await rt.store.write([Sample(device_id, k, ts, v) for k, v in values.items()])
+    return BurstOut(stored=result.stored, ts=ts, features=values)
