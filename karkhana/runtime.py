@@ -18,7 +18,7 @@ from karkhana.core.errors import ConfigError, KarkhanaError
 from karkhana.ingest.broker import EmbeddedBroker
 from karkhana.ingest.mqtt import BrokerAddress, MqttListener
 from karkhana.ingest.service import Ingestor
-from karkhana.security.audit import AuditLog
+from karkhana.security.audit import AuditLog, record_settings, settings_snapshot
 from karkhana.security.devices import DeviceRegistry
 from karkhana.security.mosquitto import MosquittoPaths, MosquittoSync
 from karkhana.security.secrets import load_or_create_secret
@@ -94,6 +94,7 @@ class Runtime:
             )
             await self.mosquitto.start()
         generated = await self.users.ensure_admin(self.settings.admin_password)
+        await record_settings(self.audit, settings_snapshot(self.settings))
         mode = "off"
         if mqtt and self.settings.mqtt_url:
             address = BrokerAddress.parse(self.settings.mqtt_url)

@@ -37,7 +37,7 @@ from karkhana.store.database import Database
 log = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
-_SECRET_KEY = re.compile(r"token|passw|secret|hash|api_?key|private_?key|credential", re.I)
+_SECRET_KEY = re.compile(r"token(?!_ttl)|passw|secret|hash|api_?key|private_?key|credential", re.I)
 _SECRET_VALUE = re.compile(r"^k[a-z]_[A-Za-z0-9_-]{32,}$")
 """Values shaped like karkhana's own tokens (``kd_...``, ``kt_...``), whatever their key."""
 
@@ -520,4 +520,38 @@ def to_json(events: Iterable[AuditEvent]) -> str:
         [{**e.as_dict(), "time_utc": iso_utc(e.ts_ms)} for e in events],
         ensure_ascii=False,
         indent=1,
+    )
+
+
+def settings_snapshot(settings: Any) -> dict[str, str]:
+    """Every setting as text, secrets only as whether they are set (never their value)."""
+    from karkhana.core.config import SETTINGS
+
+    snapshot: dict[str, str] = {}
+    for s in SETTINGS:
+        value = getattr(settings, s.name)
+        if s.secret:
+            snapshot[s.name] = "(set)" if value else "(not set)"
+        else:
+            snapshot[s.name] = str(value)
+    return snapshot
+
+
+async def record_settings(audit: AuditLog, snapshot: dict[str, str]) -> AuditEvent | None:
+    """Audit the settings the server starts with when they differ from the last start's.
+
+    Settings come from flags and ``KARKHANA_*`` variables, so a change shows at the next start:
+    one ``settings.changed`` event (actor ``system``) with the changed settings before and after.
+    The first start records them all.
+    """
+    snapshot = redact(snapshot)  # compared as stored: secret settings are never written
+    known: dict[str, str] = {}
+    for event in await audit.events(action="settings.changed", limit=None):
+        known.update({k: str(v) for k, v in (event.after or {}).items()})
+    changed = {k: v for k, v in snapshot.items() if known.get(k) != v}
+    if not changed:
+        return None
+    before = {k: known[k] for k in changed if k in known}
+    return await audit.record(
+        "system", "settings.changed", "settings", before=before or None, after=changed
     )

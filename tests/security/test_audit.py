@@ -410,3 +410,33 @@ async def test_user_changes_are_recorded_with_the_change(audit: AuditLog, db: Da
     assert [e.action for e in await audit.events()][-1] == "user.create"
     assert len(await audit.events()) == 7
     assert (await audit.verify()).ok
+
+
+async def test_settings_changes_are_audited_at_start_without_secrets(tmp_path: Path) -> None:
+    from karkhana.runtime import Runtime
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, admin_password="a-Very-secret-pw-1")
+    rt = Runtime(settings)
+    await rt.start(mqtt=False)
+    await rt.stop()
+    rt = Runtime(settings)
+    await rt.start(mqtt=False)  # the same settings: nothing new
+    await rt.stop()
+    rt = Runtime(settings.replace(raw_retention_days=7, token_ttl_hours=2))
+    await rt.start(mqtt=False)
+    try:
+        events = await rt.audit.events(action="settings.changed")
+        assert len(events) == 2
+        first, second = events
+        assert first.actor == "system" and first.before is None
+        assert first.after is not None and first.after["admin_password"] == "[redacted]"
+        assert second.before == {
+            "raw_retention_days": str(settings.raw_retention_days),
+            "token_ttl_hours": str(settings.token_ttl_hours),
+        }
+        assert second.after == {"raw_retention_days": "7", "token_ttl_hours": "2"}
+        assert "a-Very-secret-pw-1" not in json.dumps([e.as_dict() for e in events])
+        assert (await rt.audit.verify()).ok
+    finally:
+        await rt.stop()
