@@ -1,0 +1,1 @@
+"""Production monitoring: machine states, counts, OEE, downtime reasons, shift reports."""

@@ -1,0 +1,143 @@
+"""The production service against a real store: live states, counts, outages, rebuilds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from karkhana.core.clock import FakeClock
+from karkhana.core.model import Sample
+from karkhana.runtime import Runtime
+from tests.production.support import (
+    FAULT,
+    MICRO,
+    NOW,
+    OUTAGE,
+    SHIFT_A,
+    STEP,
+    day_samples,
+    settle,
+)
+
+pytestmark = pytest.mark.anyio
+M = 60_000
+
+
+async def test_live_states_from_committed_samples(mill: Runtime) -> None:
+    states = await mill.production.states("L1", SHIFT_A, NOW)
+    assert [(i["start_ms"], i["end_ms"], i["state"]) for i in states] == [
+        (SHIFT_A, OUTAGE[0], "running"),
+        (OUTAGE[0], OUTAGE[1], "stopped"),
+        (OUTAGE[1], MICRO[0], "running"),
+        (MICRO[0], MICRO[1], "stopped"),
+        (MICRO[1], FAULT[0], "running"),
+        (FAULT[0], FAULT[1], "fault"),
+        (FAULT[1], NOW, "running"),
+    ]
+
+
+async def test_a_stop_in_a_grid_outage_is_labelled_load_shedding(mill: Runtime) -> None:
+    stops = await mill.production.stops([mill.production.machine("L1")], SHIFT_A, NOW)
+    by_start = {s.start_ms: s for s in stops}
+    assert by_start[OUTAGE[0]].reason_id == "power_outage" and by_start[OUTAGE[0]].auto
+    assert by_start[MICRO[0]].reason_id is None and not by_start[MICRO[0]].auto
+    assert by_start[FAULT[0]].reason_id is None
+
+
+async def test_oee_of_the_shift_so_far(mill: Runtime) -> None:
+    _, picks = day_samples()
+    r = await mill.production.oee([mill.production.machine("L1")], SHIFT_A, NOW)
+    assert r.planned_ms == 180 * M
+    assert r.losses.small_stops_ms == 1 * M
+    assert r.losses.breakdowns_ms == 30 * M  # the 20 min outage and the 10 min fault
+    assert r.run_ms == 150 * M
+    assert r.total_count == picks
+    assert r.availability == pytest.approx(150 / 180)
+    assert r.performance == pytest.approx(picks * 0.1 * 1000 / (150 * M))
+    assert r.quality == 1.0 and not r.quality_measured
+
+
+async def test_rebuild_from_stored_telemetry_matches_live(mill: Runtime) -> None:
+    service = mill.production
+    live = await service.states("L1", SHIFT_A, NOW)
+    stops = await service.stops([service.machine("L1")], SHIFT_A, NOW)
+    fault = next(s for s in stops if s.start_ms == FAULT[0])
+    await service.set_reason(fault.id, "electrical.motor")
+    before = await service.oee([service.machine("L1")], SHIFT_A, NOW)
+    await service.rebuild("L1", SHIFT_A + 30 * M)
+    assert await service.states("L1", SHIFT_A, NOW) == [
+        {**i, "reason_id": "electrical.motor" if i["start_ms"] == FAULT[0] else i["reason_id"]}
+        for i in live
+    ]
+    again = await service.stops([service.machine("L1")], SHIFT_A, NOW)
+    kept = next(s for s in again if s.start_ms == FAULT[0])
+    assert (kept.id, kept.reason_id) == (fault.id, "electrical.motor")  # same stop, same reason
+    assert next(s for s in again if s.start_ms == OUTAGE[0]).reason_id == "power_outage"
+    after = await service.oee([service.machine("L1")], SHIFT_A, NOW)
+    assert after == before
+
+
+async def test_late_samples_trigger_a_rebuild(mill: Runtime, clock: FakeClock) -> None:
+    clock.set(NOW + 10 * M)
+    live = [
+        Sample("loom-1", "state", t, "running")
+        for t in range(NOW, NOW + 10 * M, STEP)
+        if not NOW + 2 * M <= t < NOW + 4 * M
+    ]
+    await mill.store.write(live)
+    await settle(mill, "L1", live[-1].ts)
+    gap = [
+        (i["start_ms"], i["state"]) for i in await mill.production.states("L1", NOW, NOW + 10 * M)
+    ]
+    assert gap == [(NOW, "running"), (NOW + 90 * 1000, "no_data"), (NOW + 4 * M, "running")]
+    # the edge agent's backlog arrives: the machine was stopped in the gap
+    late = [Sample("loom-1", "state", t, "stopped") for t in range(NOW + 2 * M, NOW + 4 * M, STEP)]
+    await mill.store.write(late)
+    await asyncio.sleep(0.1)
+    await mill.production.tick()
+    states = await mill.production.states("L1", NOW, NOW + 10 * M)
+    assert [(i["start_ms"], i["state"]) for i in states] == [
+        (NOW, "running"),
+        (NOW + 2 * M, "stopped"),
+        (NOW + 4 * M, "running"),
+    ]
+
+
+async def test_silence_becomes_no_data(mill: Runtime, clock: FakeClock) -> None:
+    clock.advance(10 * M)
+    await mill.production.tick()
+    overview = {m["machine_id"]: m for m in await mill.production.overview(None)}
+    assert overview["L1"]["state"] == "no_data"
+    last = NOW - STEP
+    assert overview["L1"]["state_since_ms"] == last
+    states = await mill.production.states("L1", NOW - 5 * M, NOW + 10 * M)
+    assert states[-1] == {
+        "start_ms": last,
+        "end_ms": NOW + 10 * M,
+        "state": "no_data",
+        "reason_id": None,
+    }
+
+
+async def test_counter_reset_keeps_counting(mill: Runtime, clock: FakeClock) -> None:
+    _, picks = day_samples()
+    await mill.store.write([Sample("loom-1", "pick_count", NOW, 120.0)])  # reset to 0, then 120
+    await mill.store.write([Sample("loom-1", "state", NOW, "running")])
+    await settle(mill, "L1", NOW)
+    await mill.production.flush()
+    clock.advance(M)
+    r = await mill.production.oee([mill.production.machine("L1")], SHIFT_A, NOW + M)
+    assert r.total_count == picks + 120
+
+
+async def test_shift_reports_are_written_once(mill: Runtime, clock: FakeClock) -> None:
+    clock.set(SHIFT_A + 8 * 60 * M + 5 * M)  # 14:05, shift A has ended
+    written = await mill.production.write_due_reports()
+    names = sorted(p.name for p in written)
+    assert "2026-06-03-shift-A.csv" in names and "2026-06-03-shift-A.pdf" in names
+    csv = (mill.settings.data_dir / "reports" / "mill" / "2026-06-03-shift-A.csv").read_text()
+    assert "Loom 1" in csv and "Power outage (load-shedding)" in csv
+    assert not any(
+        p.name.startswith("2026-06-03-shift-A") for p in await mill.production.write_due_reports()
+    )
