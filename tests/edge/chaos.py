@@ -4,6 +4,7 @@ link, and devices that feed numbered samples and remember which ones were acknow
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -192,6 +193,56 @@ class Feeder:
                     time.sleep(0.05)
                     continue
                 time.sleep(self.pause_s)
+
+
+@dataclass
+class MqttFeeder(Feeder):
+    """Devices publishing numbered samples (QoS 1) to the edge's local MQTT broker, one at a time;
+    a sample counts as acknowledged only once its PUBACK came. Without one in ``ack_timeout_s``
+    (the broker was killed, the connection is gone) the device connects again and publishes the
+    same sample again, as a careful device does; a copy that was stored but not acknowledged
+    arrives twice at the edge and once at the server (it de-duplicates)."""
+
+    mqtt_port: int = 0
+    ack_timeout_s: float = 3.0
+    republished: int = 0
+
+    def _run(self, device: str) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        seq = 0
+        client: paho.Client | None = None
+        while not self._stop.is_set():
+            if client is None:
+                client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device)
+                try:
+                    client.connect("127.0.0.1", self.mqtt_port, keepalive=5)
+                except OSError:
+                    client = None
+                    self.failures += 1
+                    time.sleep(0.1)
+                    continue
+                client.loop_start()
+            body = json.dumps({"ts": T0 + 10 * seq, "values": {"seq": seq, "half": seq / 2}})
+            info = client.publish(f"karkhana/{device}/telemetry", body, qos=1)
+            acked = False
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=self.ack_timeout_s)
+                acked = info.is_published()
+            if acked:
+                self.acked[device].append(seq)
+                seq += 1
+                time.sleep(self.pause_s)
+                continue
+            self.republished += 1
+            client.loop_stop()
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            client = None
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
 
 
 def edge_health(edge: Process) -> dict[str, Any]:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.edge.chaos import (
     Feeder,
+    MqttFeeder,
     Process,
     Proxy,
     assert_exactly_once,
@@ -87,6 +89,44 @@ def test_kills_and_a_server_restart_lose_nothing(tmp_path: Path, processes: list
     health = edge_health(edge)
     assert (health["dropped_points"], health["rejected_points"]) == (0, 0)
     assert health["quarantined_points"] == 0
+
+
+def test_the_edge_broker_killed_under_mqtt_devices_loses_nothing(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """Devices on the edge's local MQTT broker while the edge (and with it the broker) is
+    killed -9 three times, once with the server down: every sample whose PUBACK a device got
+    reaches the server exactly once."""
+    mqtt_port = free_port()
+    server, edge, _ = start_world(
+        tmp_path, processes, "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mqtt_port)
+    )
+    feeder = MqttFeeder(edge.port, mqtt_port=mqtt_port, devices=("esp-1", "esp-2"))
+    feeder.start()
+    try:
+        wait_for("samples to flow", lambda: feeder.total >= 60)
+        for round_ in range(3):
+            if round_ == 1:
+                server.stop()
+            mark = feeder.total
+            edge.kill()
+            time.sleep(0.5)
+            edge.start("/health")
+            wait_for("samples after the broker came back", lambda m=mark: feeder.total >= m + 60)  # type: ignore[misc]
+            if round_ == 1:
+                server.start("/api/v1/health")
+    finally:
+        feeder.stop()
+    wait_for("the edge to drain", lambda: drained(edge), 60, 0.2)
+    assert feeder.republished >= 1  # some PUBACKs were lost with the broker
+    checked = assert_exactly_once(server, feeder)
+    assert checked == 2 * feeder.total >= 480
+    health = edge_health(edge)
+    assert (health["dropped_points"], health["rejected_points"], health["quarantined_points"]) == (
+        0,
+        0,
+        0,
+    )
 
 
 @pytest.mark.chaos
