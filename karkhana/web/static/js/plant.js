@@ -7,15 +7,17 @@ import { watch } from "./live.js";
 
 const POLL_MS = 5000;
 
+// Every machine of the asset model, with the production module's figures where it has them
+// (without the module, or for a machine it does not follow, the tile shows "no data").
 export async function overview(ctx, siteId) {
   const data = await optional("/api/v1/production/overview", siteId ? { site_id: siteId } : undefined);
-  if (data) return { production: true, machines: data.machines };
-  // Without the production module the tiles come from the asset model, with no state.
+  const known = new Map((data ? data.machines : []).map((m) => [m.machine_id, m]));
   const machines = [...ctx.machines.values()]
     .filter((m) => !siteId || m.site_id === siteId)
-    .map((m) => ({ machine_id: m.id, name: m.name, line_id: m.line_id, site_id: m.site_id, template: m.template,
-      state: "no_data", state_since_ms: null, speed: null, shift: null, output: null, good: null, oee: null }));
-  return { production: false, machines };
+    .map((m) => known.get(m.id) || { machine_id: m.id, name: m.name, line_id: m.line_id, site_id: m.site_id,
+      template: m.template, state: "no_data", state_since_ms: null, speed: null, shift: null, output: null,
+      good: null, oee: null });
+  return { production: Boolean(data), machines };
 }
 
 export async function openAlarms(params) {

@@ -37,14 +37,14 @@ export async function render(el, params, ctx) {
       const open = s.end_ms === null;
       const len = (open ? Date.now() : s.end_ms) - s.start_ms;
       return `<button type="button" class="stop ${esc(s.state)} ${s.reason_id ? "done" : ""}" data-stop="${esc(s.id)}"
-          aria-pressed="${chosen && chosen.id === s.id}">
+          aria-pressed="${Boolean(chosen && chosen.id === s.id)}">
         <strong>${esc(machineName(s.machine_id))}</strong>
         <span>${esc(stateName(s.state))} · ${time(s.start_ms)} · ${esc(open ? t("operator.ongoing") : duration(len))}</span>
         <span class="reason">${s.reason ? esc(pick(s.reason)) + (s.auto ? ` (${esc(t("operator.auto"))})` : "") : `<em>${esc(t("operator.no_reason"))}</em>`}</span>
       </button>`;
     }).join("");
     box.querySelectorAll("[data-stop]").forEach((b) => b.addEventListener("click", () => {
-      chosen = stops.find((s) => s.id === b.dataset.stop);
+      chosen = stops.find((s) => String(s.id) === b.dataset.stop);
       path = [];
       drawStops();
       drawReasons();

@@ -1,0 +1,260 @@
+"""The dashboard in headless Chromium against `karkhana demo`: sign in, the simulated mill live on
+the overview and a machine page, reasons for stops changing OEE and the Pareto, Urdu."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.browser.conftest import PASSWORD, Server, shot
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def wait(driver: WebDriver, seconds: float = 15) -> WebDriverWait[WebDriver]:
+    return WebDriverWait(driver, seconds, poll_frequency=0.1)
+
+
+def sign_in(driver: WebDriver, server: Server, hash_: str = "") -> None:
+    driver.get(f"{server.url}/{hash_}")
+    wait(driver).until(lambda d: d.find_element(By.ID, "login").is_displayed())
+    driver.find_element(By.NAME, "username").send_keys("admin")
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    wait(driver).until(lambda d: d.find_element(By.ID, "nav").is_displayed())
+
+
+def machines(server: Server) -> dict[str, dict[str, Any]]:
+    with server.api() as api:
+        tree = api.get("/api/v1/assets").json()
+    return {
+        m["id"]: m for s in tree for a in s["areas"] for ln in a["lines"] for m in ln["machines"]
+    }
+
+
+def has_production(server: Server) -> bool:
+    with server.api() as api:
+        return api.get("/api/v1/production/reasons").status_code == 200
+
+
+def errors(driver: WebDriver) -> list[str]:
+    """Script errors in the page (failed optional requests are the page's own business)."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")  # type: ignore[attr-defined]
+        if e["level"] == "SEVERE" and e["source"] != "network"
+    ]
+
+
+def test_wrong_password_is_refused(browser: WebDriver, server: Server) -> None:
+    browser.get(server.url)
+    wait(browser).until(lambda d: d.find_element(By.ID, "login").is_displayed())
+    browser.find_element(By.NAME, "username").send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys("not-the-password")
+    browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "login-error").text)
+    assert not browser.find_element(By.ID, "nav").is_displayed()
+
+
+def test_sign_in_and_see_the_mill_live(browser: WebDriver, server: Server) -> None:
+    expected = machines(server)
+    sign_in(browser, server)
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tile")) == len(expected))
+    shown = {
+        t.get_attribute("data-machine") for t in browser.find_elements(By.CSS_SELECTOR, ".tile")
+    }
+    assert shown == set(expected)
+    # live samples from the simulator reach the tiles (SSE)
+    wait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile.live"))
+    if has_production(server):
+        # the production module picks up new machines every 30 s
+        wait(browser, 45).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".tile:not([data-state=no_data])")
+        )
+    shot(browser, "overview")
+    # the session survives a reload (cookie), and a new tab gets its CSRF token from the server
+    browser.refresh()
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"))
+    assert "admin" in browser.find_element(By.ID, "who").text
+    assert errors(browser) == []
+
+
+def test_machine_page_updates_live_and_draws_history(browser: WebDriver, server: Server) -> None:
+    loom = next(m for m, info in machines(server).items() if info["template"] == "power_loom")
+    sign_in(browser, server, f"#/machine/{loom}")
+    row = "tr[data-signal='bearing_temp_c']"
+    wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-ts"))
+    first = int(browser.find_element(By.CSS_SELECTOR, row).get_attribute("data-ts") or 0)
+    wait(browser, 5).until(
+        lambda d: int(d.find_element(By.CSS_SELECTOR, row).get_attribute("data-ts") or 0) > first
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "#live-chart .uplot canvas")
+    assert browser.find_elements(By.CSS_SELECTOR, "#hist-chart .uplot canvas")
+    browser.find_element(By.CSS_SELECTOR, "[data-range='1h']").click()
+    wait(browser).until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, "[data-range='1h']").get_attribute("aria-pressed")
+            == "true"
+        )
+    )
+    if has_production(server):
+        wait(browser, 45).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline .timeline span")
+        )
+    shot(browser, "machine")
+    assert errors(browser) == []
+
+
+def test_urdu_is_right_to_left_and_remembered(browser: WebDriver, server: Server) -> None:
+    sign_in(browser, server)
+    Select(browser.find_element(By.ID, "lang")).select_by_value("ur")
+    html = browser.find_element(By.TAG_NAME, "html")
+    wait(browser).until(lambda d: html.get_attribute("dir") == "rtl")
+    assert html.get_attribute("lang") == "ur"
+    nav = browser.find_element(By.CSS_SELECTOR, "#nav a[data-page=overview]")
+    assert nav.text == "جائزہ"
+    wait(browser).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#page h1").text == "کارخانے کا جائزہ"
+    )
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"))
+    font = browser.execute_script("return getComputedStyle(document.body).fontFamily")
+    assert "Nastaliq" in font
+    shot(browser, "overview-urdu")
+    browser.refresh()
+    wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl")
+    wait(browser).until(lambda d: d.find_element(By.ID, "nav").is_displayed())
+    assert browser.find_element(By.ID, "logout").text == "سائن آؤٹ"
+    Select(browser.find_element(By.ID, "lang")).select_by_value("en")
+    wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("dir") == "ltr")
+    assert browser.find_element(By.ID, "logout").text == "Sign out"
+
+
+def test_sign_out_ends_the_session(browser: WebDriver, server: Server) -> None:
+    sign_in(browser, server)
+    browser.find_element(By.ID, "logout").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "login").is_displayed())
+    browser.refresh()
+    wait(browser).until(lambda d: d.find_element(By.ID, "login").is_displayed())
+    assert not browser.find_element(By.ID, "nav").is_displayed()
+
+
+def _loom_with_a_stop(server: Server) -> tuple[str, dict[str, Any]]:
+    """A loom of our own that ran, stopped for four minutes and ran again (samples sent over
+    HTTP with its device token), and the stop the production module made of it."""
+    with server.api() as api:
+        tree = api.get("/api/v1/assets").json()
+        site = tree[0]["id"]
+        line = tree[0]["areas"][0]["lines"][0]["id"]
+        device, machine = "bt-loom-dev", "bt-loom"
+        r = api.post("/api/v1/devices", json={"id": device, "site_id": site})
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        r = api.post(
+            "/api/v1/machines",
+            json={
+                "id": machine,
+                "line_id": line,
+                "name": "Test loom",
+                "template": "power_loom",
+                "device_id": device,
+            },
+        )
+        assert r.status_code == 201, r.text
+        # the production module picks up new machines every 30 s; send once it follows this one
+        deadline = time.monotonic() + 60
+        while api.get(f"/api/v1/production/machines/{machine}/states").status_code != 200:
+            assert time.monotonic() < deadline, "the production module did not pick up the loom"
+            time.sleep(0.5)
+        now = int(time.time() * 1000)
+        samples = []
+        for i in range(-600, 1, 5):
+            stopped = -420 <= i < -180
+            samples.append(
+                {
+                    "ts": now + i * 1000,
+                    "values": {
+                        "state": "stopped" if stopped else "running",
+                        "picks_per_min": 0 if stopped else 500,
+                        "pick_count": 1000 + (i + 600) * 8,
+                    },
+                }
+            )
+        r = httpx.post(
+            f"{server.url}/api/v1/telemetry/{device}",
+            json={"samples": samples},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        stops: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            r = api.get(
+                "/api/v1/production/stops", params={"machine_id": machine, "start": now - 900_000}
+            )
+            stops = r.json().get("stops", []) if r.status_code == 200 else []
+            done = [s for s in stops if s["end_ms"] is not None and s["reason_id"] is None]
+            if done:
+                return machine, done[0]
+            time.sleep(0.5)
+    raise AssertionError(f"no stop appeared for {machine}: {stops}")
+
+
+def test_operator_assigns_a_reason_and_oee_and_pareto_change(
+    browser: WebDriver, server: Server
+) -> None:
+    if not has_production(server):
+        pytest.skip("the production module is not installed in this build")
+    machine, stop = _loom_with_a_stop(server)
+    window = {
+        "machine_id": machine,
+        "start": stop["start_ms"] - 300_000,
+        "end": stop["end_ms"] + 60_000,
+    }
+    with server.api() as api:
+        reasons = api.get("/api/v1/production/reasons").json()["reasons"]
+        before = api.get("/api/v1/production/oee", params=window).json()
+    planned = next(r for r in reasons if r["label"]["en"] == "Planned maintenance")
+
+    sign_in(browser, server, "#/operator")
+    button = f"[data-stop='{stop['id']}']"
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, button))
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "reason-panel").is_displayed())
+    shot(browser, "operator-reasons")
+    browser.find_element(By.CSS_SELECTOR, f"#reasons [data-reason='{planned['id']}']").click()
+    wait(browser).until(lambda d: "Planned maintenance" in d.find_element(By.ID, "message").text)
+    shot(browser, "operator-saved")
+
+    with server.api() as api:
+        stops = api.get(
+            "/api/v1/production/stops", params={"machine_id": machine, "start": window["start"]}
+        ).json()["stops"]
+        assert next(s for s in stops if s["id"] == stop["id"])["reason_id"] == planned["id"]
+        after = api.get("/api/v1/production/oee", params=window).json()
+        audit = api.get("/api/v1/audit", params={"limit": 20}).text
+    # a planned stop leaves planned time: the same window has less of it and a better availability
+    assert after["planned_ms"] < before["planned_ms"]
+    assert after["availability"] > before["availability"]
+    assert f"stop:{stop['id']}" in audit
+
+    browser.get(f"{server.url}/#/pareto/24h")
+    row = f"#by-reason .row[data-key='{planned['id']}']"
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    assert "Planned maintenance" in browser.find_element(By.CSS_SELECTOR, row).text
+    wait(browser).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"#by-machine .row[data-key='{machine}']")
+    )
+    shot(browser, "pareto")
+
+    browser.get(f"{server.url}/#/machine/{machine}")
+    wait(browser).until(
+        lambda d: d.find_element(By.ID, "kpi-oee").text.strip() not in ("", "\u2013")
+    )
+    shot(browser, "machine-oee")
+    assert errors(browser) == []
