@@ -232,7 +232,9 @@ async def latency(workdir: Path, seconds: float, machines: int, rate: float) -> 
             ["baseline: bare POST to the receiver", "300", f"{percentile(bare, 50):.1f}",
              f"{percentile(bare, 99):.1f}", f"{max(bare):.1f}"],
         ]  # fmt: skip
-        print(f"{raised} alarms raised in {took:.1f} s")
+        distinct = len({p["alarm"]["id"] for _, p in receiver.arrivals})
+        print(f"{raised} alarms raised in {took:.1f} s; {len(receiver.arrivals)} webhooks received"
+              f" for {distinct} distinct alarms")  # fmt: skip
         print(f"samples evaluated by the alarm service: {fmt_int(rt.alarms.samples_seen)}")
         return rows
     finally:

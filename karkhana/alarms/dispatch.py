@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import smtplib
@@ -135,8 +136,12 @@ class Dispatcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_s)
                     self._wake.clear()
+                    # taken before the read: a delivery that ends after the read still counts
+                    # as in flight, so a row read as pending just before it was marked sent is
+                    # not sent twice
+                    busy = frozenset(self._inflight)
                     try:
-                        due = await self.db.execute_read_fn(self._due)
+                        due = await self.db.execute_read_fn(functools.partial(self._due, busy=busy))
                     except KarkhanaError as exc:
                         log.error("cannot read the notification outbox: %s", exc.message)
                         continue
@@ -153,7 +158,7 @@ class Dispatcher:
                         await task
                 self._client = None
 
-    def _due(self, conn: sqlite3.Connection) -> list[Outgoing]:
+    def _due(self, conn: sqlite3.Connection, busy: frozenset[int]) -> list[Outgoing]:
         rows = conn.execute(
             "SELECT o.id, o.alarm_id, o.channel_id, o.address, o.subject, o.body, o.attempts,"
             " o.deferred, a.state FROM notify_outbox o JOIN alarms a ON a.id = o.alarm_id"
@@ -163,7 +168,7 @@ class Dispatcher:
         return [
             Outgoing(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
             for r in rows
-            if r[0] not in self._inflight
+            if r[0] not in busy
         ]
 
     async def _deliver(self, item: Outgoing) -> None:

@@ -68,6 +68,8 @@ class RuleState(NamedTuple):
     alarm_id: str | None = None
     cause: int = 0
     """Index of the leaf that raised the alarm."""
+    seen_ms: int = 0
+    """The latest time seen (stale rules only): late samples do not make a signal fresh."""
 
 
 EventKind = Literal["raised", "cleared"]
@@ -322,13 +324,15 @@ def evaluate(
             for i in hit:
                 changed[i] = _update(rule.leaves[i], changed[i], ts, sample.value)
             states = tuple(changed)
+    seen = state.seen_ms
     if rule.stale:
+        seen = ts if ts > seen else seen
         changed = list(states)
         for i in rule.stale:
             st = changed[i]
             leaf = rule.leaves[i]
             assert isinstance(leaf, Stale)
-            age = ts - (st.ts if st.ts is not None else state.first_ms)
+            age = seen - (st.ts if st.ts is not None else state.first_ms)
             changed[i] = st._replace(
                 active=age >= leaf.after_s * 1000, value=age / 1000, limit=float(leaf.after_s)
             )
@@ -340,14 +344,14 @@ def evaluate(
         if now_true and since is not None and ts - since >= rule.rule.for_s * 1000:
             cause = next((i for i, s in enumerate(states) if s.active), 0)
             aid = alarm_id(rule.rule.id, rule.machine_id, ts)
-            new = RuleState(states, state.first_ms, since, ts, aid, cause)
+            new = RuleState(states, state.first_ms, since, ts, aid, cause, seen)
             return new, (_event(rule, "raised", aid, ts, cause, states[cause]),)
-        return RuleState(states, state.first_ms, since, None, None, 0), NO_EVENTS
+        return RuleState(states, state.first_ms, since, None, None, 0, seen), NO_EVENTS
     if not now_true:
         aid = state.alarm_id or alarm_id(rule.rule.id, rule.machine_id, raised)
         cleared = _event(rule, "cleared", aid, ts, state.cause, states[state.cause])
-        return RuleState(states, state.first_ms, None, None, None, 0), (cleared,)
-    return state._replace(leaves=states, true_since=since), NO_EVENTS
+        return RuleState(states, state.first_ms, None, None, None, 0, seen), (cleared,)
+    return state._replace(leaves=states, true_since=since, seen_ms=seen), NO_EVENTS
 
 
 class RuleSet:

@@ -257,3 +257,11 @@ def test_duration_raises_only_after_the_condition_held_for_the_whole_time(
                 raised = False
         if true_since is not None and ts - true_since >= for_s * 1000:
             assert raised
+
+
+def test_late_samples_do_not_make_a_stale_signal_fresh() -> None:
+    r = rule({"type": "stale", "signal": "bearing_temp_c", "after_s": 60})
+    # the server's clock ticks past the limit; then an hour-old backlog arrives, oldest first
+    backlog = [(T0 + 120_000, None), (T0 + 10_000, 60.0), (T0 + 20_000, 61.0), (T0 + 100_000, 62.0)]
+    events = run(r, [(T0, 60.0), *backlog])
+    assert [(e.kind, e.ts) for e in events] == [("raised", T0 + 120_000), ("cleared", T0 + 100_000)]

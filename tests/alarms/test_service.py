@@ -372,3 +372,20 @@ async def test_template_rules_follow_new_machines(rt: Runtime, clock: FakeClock)
 async def _n_open(rt: Runtime, n: int) -> list[dict[str, Any]] | None:
     found = await alarms(rt, "open")
     return found if len(found) == n else None
+
+
+async def test_every_notification_is_delivered_exactly_once(
+    rt: Runtime, clock: FakeClock, webhook: Webhook
+) -> None:
+    token = await build_mill(rt)
+    await add_webhook_recipient(rt, webhook)
+    await rt.alarms.create_rule({**HOT, "repeat_window_s": 0}, "admin", None)
+    now = clock.now_ms()
+    for i in range(40):
+        await send(rt, token, now + i * 20, bearing_temp_c=75.0 if i % 2 == 0 else 60.0)
+        await asyncio.sleep(0.005)
+    await until(lambda: asyncio.sleep(0, len(webhook.received) >= 20))
+    await asyncio.sleep(0.3)
+    ids = [r.json()["alarm"]["id"] for r in webhook.received]
+    assert len(ids) == len(set(ids)) == 20
+    assert len(await outbox(rt, "sent")) == 20
