@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from karkhana.api.deps import CurrentUser, RuntimeDep, Source, visible_sites
@@ -37,9 +37,20 @@ def _service(rt: Runtime) -> ProductionService:
     return service
 
 
+EARLIEST_MS = 946_684_800_000  # 2000-01-01
+LATEST_MS = 4_102_444_800_000  # 2100-01-01
+
+
+def _time(value: str, field: str) -> int:
+    t = parse_ts(value, field)
+    if not EARLIEST_MS <= t <= LATEST_MS:
+        raise InvalidPayload(f"{field}: must lie between the years 2000 and 2100")
+    return t
+
+
 def _range(rt: Runtime, start: str | None, end: str | None) -> tuple[int, int]:
-    t_end = rt.clock.now_ms() if end in (None, "") else parse_ts(end, "end")
-    t_start = t_end - DAY_MS if start in (None, "") else parse_ts(start, "start")
+    t_end = rt.clock.now_ms() if end in (None, "") else _time(end, "end")
+    t_start = t_end - DAY_MS if start in (None, "") else _time(start, "start")
     if t_start >= t_end:
         raise InvalidPayload("start: must be before end")
     if t_end - t_start > 400 * DAY_MS:
@@ -137,7 +148,7 @@ async def rebuild(
     start: str = Query(..., description="epoch ms or ISO 8601; rebuilds from here to now"),
 ) -> dict[str, Any]:
     """Derive a machine's states and counts again from stored telemetry."""
-    t_start = parse_ts(start, "start")
+    t_start = _time(start, "start")
     now = rt.clock.now_ms()
     if not now - 400 * DAY_MS <= t_start < now:
         raise InvalidPayload("start: must be in the past 400 days")
@@ -197,7 +208,11 @@ async def stops(
 
 @router.put("/stops/{stop_id}/reason")
 async def set_reason(
-    stop_id: int, body: ReasonIn, rt: RuntimeDep, user: CurrentUser, source: Source
+    stop_id: Annotated[int, Path(ge=1, le=2**62)],
+    body: ReasonIn,
+    rt: RuntimeDep,
+    user: CurrentUser,
+    source: Source,
 ) -> dict[str, Any]:
     """An operator names why a machine stopped."""
     service = _service(rt)
@@ -255,9 +270,12 @@ def _day(value: str | None, rt: Runtime, site: SiteInfo) -> date:
     if not value:
         return local_date(rt.clock.now_ms(), site.tz)
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise InvalidPayload(f"date: {value[:20]!r} is not a date (YYYY-MM-DD)") from None
+    if not 2000 <= day.year < 2100:
+        raise InvalidPayload("date: must lie between the years 2000 and 2100")
+    return day
 
 
 async def _report(

@@ -48,6 +48,8 @@ class Calendar:
     days_off: frozenset[int] = frozenset()
     holidays: Mapping[str, str] = field(default_factory=dict)
     """ISO date -> name."""
+    sites: frozenset[str] = frozenset()
+    """Sites that keep this calendar (the others keep ``default``)."""
 
     def working(self, day: date) -> bool:
         return day.weekday() not in self.days_off and day.isoformat() not in self.holidays

@@ -78,7 +78,10 @@ class _Reader(FieldReader):
 def load_calendar(path: Path) -> Calendar:
     r = _Reader(path)
     doc = read_toml(path, "calendar")
-    r.no_unknown(doc, {"id", "name", "days_off", "shifts", "breaks", "holidays"}, "")
+    r.no_unknown(doc, {"id", "name", "sites", "days_off", "shifts", "breaks", "holidays"}, "")
+    sites = doc.get("sites", [])
+    if not isinstance(sites, list) or not all(isinstance(x, str) for x in sites):
+        raise r.fail("sites", "expected a list of site ids")
     shifts: list[ShiftSpec] = []
     for i, item in enumerate(r.tables(doc, "shifts")):
         where = f"shifts[{i}]"
@@ -126,12 +129,21 @@ def load_calendar(path: Path) -> Calendar:
         breaks=tuple(breaks),
         days_off=r.weekdays(doc, "days_off", "days_off"),
         holidays=holidays,
+        sites=frozenset(sites),
     )
 
 
 def load_calendars(directory: Path | None = None) -> dict[str, Calendar]:
-    """Shipped calendars plus those in ``directory`` (a file named after a site is its calendar)."""
+    """Shipped calendars plus those in ``directory`` (which replace shipped ones by id)."""
     return load_all(DATA_DIR / "calendars", directory, load_calendar, lambda c: c.id, "calendar")
+
+
+def calendar_for(calendars: Mapping[str, Calendar], site_id: str) -> Calendar:
+    """The calendar that lists the site, else ``default``."""
+    for calendar in calendars.values():
+        if site_id in calendar.sites:
+            return calendar
+    return calendars["default"]
 
 
 def _reason(r: _Reader, item: object, where: str, parent: str | None) -> Reason:

@@ -37,7 +37,13 @@ from karkhana.production.calendar import (
     shifts_between,
 )
 from karkhana.production.counts import bucket, increment, minute_of
-from karkhana.production.datafiles import Profiles, load_calendars, load_profiles, load_reasons
+from karkhana.production.datafiles import (
+    Profiles,
+    calendar_for,
+    load_calendars,
+    load_profiles,
+    load_reasons,
+)
 from karkhana.production.downtime import (
     POWER_OUTAGE,
     UNASSIGNED,
@@ -164,6 +170,10 @@ class ProductionService:
         self._counters: dict[tuple[str, str], tuple[int, float]] = {}
         self._speed: dict[str, tuple[int, Value]] = {}
         self._dirty: dict[str, int] = {}
+        self._known_devices: set[str] = set()
+        self._unknown: set[str] = set()
+        """Devices heard from that no machine binds (a new machine makes the next tick look)."""
+        self._refresh_soon = False
         self._auto: set[tuple[str, int]] = set()
         """Stops (machine, start) that began in a grid outage, until written."""
         self._pending = _Pending()
@@ -221,8 +231,9 @@ class ProductionService:
             since_refresh += TICK_S
             since_reports += TICK_S
             try:
-                if since_refresh >= REFRESH_S:
+                if since_refresh >= REFRESH_S or self._refresh_soon:
                     since_refresh = 0.0
+                    self._refresh_soon = False
                     await self.refresh()
                 await self.tick()
                 if self.write_reports and since_reports >= REPORT_CHECK_S:
@@ -260,7 +271,7 @@ class ProductionService:
         placed: list[tuple[str, str, str, str, str]] = []
         for site in tree:
             old = self.sites.get(site["id"])
-            calendar = self.calendars.get(site["id"], self.calendars["default"])
+            calendar = calendar_for(self.calendars, site["id"])
             info = SiteInfo(site["id"], site["name"], _zone(site["timezone"]), calendar)
             if old is not None:
                 info.outage_since, info.power_seen = old.outage_since, old.power_seen
@@ -396,6 +407,8 @@ class ProductionService:
                     self.sites[m.site_id].power.append(binding)
         self._index = dict(index)
         self._power_index = power
+        self._known_devices = {d for d, _ in self._index} | {d for d, _ in power}
+        self._unknown -= self._known_devices
 
     # -- live processing -------------------------------------------------------------------
     def _take(self, samples: list[Sample]) -> None:
@@ -409,6 +422,9 @@ class ProductionService:
             while i < len(ordered) and ordered[i].ts == ts:
                 s = ordered[i]
                 i += 1
+                if s.device_id not in self._known_devices and s.device_id not in self._unknown:
+                    self._unknown.add(s.device_id)
+                    self._refresh_soon = True
                 site_id = self._power_index.get((s.device_id, s.key))
                 if site_id is not None:
                     self._power(site_id, s.ts, s.value)
@@ -868,14 +884,18 @@ class ProductionService:
         ids = [m.id for m in machines]
         ivs = await self.intervals(ids, start - self.profiles.micro_stop_ms, end)
         counts = await self.counts(ids, start, end)
+        first = await self._first_seen(ids)
         plans: dict[str, list[Span]] = {}
         out: dict[str, Oee] = {}
         for m in machines:
             if m.site_id not in plans:
                 plans[m.site_id] = self.planned(m.site_id, start, end)
+            # a machine is not blamed for the time before it first reported
+            since = first.get(m.id, end)
+            planned = [(max(s, since), e) for s, e in plans[m.site_id] if e > since]
             out[m.id] = oee_calc.compute(
                 [iv for _, iv in ivs.get(m.id, [])],
-                plans[m.site_id],
+                planned,
                 counts.get(m.id, []),
                 m.template.ideal_cycle_time_s if m.template else None,
                 start,
@@ -884,6 +904,21 @@ class ProductionService:
                 params=self.params,
             )
         return out
+
+    async def _first_seen(self, machine_ids: Sequence[str]) -> dict[str, int]:
+        marks = ",".join("?" * len(machine_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return {
+                mid: first
+                for mid, first in conn.execute(
+                    "SELECT machine_id, min(start_ms) FROM production_intervals"
+                    f" WHERE machine_id IN ({marks}) GROUP BY machine_id",
+                    tuple(machine_ids),
+                )
+            }
+
+        return await self.db.execute_read_fn(read) if machine_ids else {}
 
     async def oee(self, machines: Sequence[MachineInfo], start: int, end: int) -> Oee:
         results = await self.oee_of(machines, start, end)

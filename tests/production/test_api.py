@@ -1,0 +1,247 @@
+"""The production API over HTTP against the real store, with site scoping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from karkhana.core.clock import FakeClock
+from karkhana.core.model import Sample
+from karkhana.runtime import Runtime
+from karkhana.security.policy import Role
+from tests.production.support import FAULT, MICRO, NOW, OUTAGE, SHIFT_A, day_samples, settle
+
+pytestmark = pytest.mark.anyio
+PASSWORD = "production-password-1"
+M = 60_000
+
+
+async def as_user(api: httpx.AsyncClient, rt: Runtime, role: Role, site: str) -> dict[str, str]:
+    name = f"{role}-{site}"
+    await rt.users.create(name, PASSWORD, role, [site])
+    r = await api.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+async def test_overview_shows_state_speed_shift_output_and_oee(api: httpx.AsyncClient) -> None:
+    _, picks = day_samples()
+    body = (await api.get("/api/v1/production/overview")).json()
+    assert body["now_ms"] == NOW
+    machines = {m["machine_id"]: m for m in body["machines"]}
+    assert set(machines) == {"L1", "L9"}  # the changeover panel produces nothing
+    l1 = machines["L1"]
+    assert l1 | {"oee": None} == {
+        "machine_id": "L1",
+        "name": "Loom 1",
+        "line_id": "mill-shed",
+        "site_id": "mill",
+        "template": "power_loom",
+        "state": "running",
+        "state_since_ms": FAULT[1],
+        "speed": {"value": 500.0, "unit": "picks/min"},
+        "shift": {"id": "A", "name": "Morning", "start_ms": SHIFT_A, "end_ms": SHIFT_A + 480 * M},
+        "output": picks,
+        "good": picks,
+        "oee": None,
+        "quality_measured": False,
+    }
+    assert l1["oee"]["availability"] == pytest.approx(150 / 180)
+    assert 0 < l1["oee"]["oee"] <= 1
+    assert machines["L9"]["state"] == "idle"
+
+
+async def test_lists_are_limited_to_the_users_sites(api: httpx.AsyncClient, mill: Runtime) -> None:
+    viewer = await as_user(api, mill, Role.VIEWER, "mill")
+    body = (await api.get("/api/v1/production/overview", headers=viewer)).json()
+    assert [m["machine_id"] for m in body["machines"]] == ["L1"]
+    for url in (
+        "/api/v1/production/overview?site_id=other",
+        "/api/v1/production/oee?machine_id=L9",
+        "/api/v1/production/oee?site_id=other",
+        "/api/v1/production/stops?machine_id=L9",
+        "/api/v1/production/pareto?site_id=other",
+        "/api/v1/production/machines/L9/states",
+        "/api/v1/production/reports/daily.csv?site_id=other",
+    ):
+        assert (await api.get(url, headers=viewer)).status_code == 403, url
+    stops = (await api.get("/api/v1/production/stops", headers=viewer)).json()["stops"]
+    assert {s["machine_id"] for s in stops} == {"L1"}
+    pareto = (await api.get("/api/v1/production/pareto?by=machine", headers=viewer)).json()
+    assert [i["key"] for i in pareto["items"]] == ["L1"]
+
+
+async def test_states_with_iso_times_and_planned_stops(
+    api: httpx.AsyncClient, mill: Runtime, clock: FakeClock
+) -> None:
+    start = datetime.fromtimestamp((OUTAGE[0] - 5 * M) / 1000, UTC).isoformat()
+    r = await api.get(
+        "/api/v1/production/machines/L1/states", params={"start": start, "end": OUTAGE[1]}
+    )
+    assert r.json()["intervals"] == [
+        {"start_ms": OUTAGE[0] - 5 * M, "end_ms": OUTAGE[0], "state": "running", "reason_id": None},
+        {
+            "start_ms": OUTAGE[0],
+            "end_ms": OUTAGE[1],
+            "state": "stopped",
+            "reason_id": "power_outage",
+        },
+    ]
+    # stopped through the tea break (10:00-10:30): the break is a planned stop
+    clock.set(NOW + 100 * M)
+    await mill.store.write(
+        [Sample("loom-1", "state", t, "stopped") for t in range(NOW, NOW + 100 * M, 30_000)]
+    )
+    await settle(mill, "L1", NOW + 100 * M - 30_000)
+    r = await api.get("/api/v1/production/machines/L1/states", params={"start": NOW})
+    assert [(i["start_ms"], i["end_ms"], i["state"]) for i in r.json()["intervals"]] == [
+        (NOW, NOW + 60 * M, "stopped"),
+        (NOW + 60 * M, NOW + 90 * M, "planned_stop"),
+        (NOW + 90 * M, NOW + 100 * M, "stopped"),
+    ]
+    overview = (await api.get("/api/v1/production/overview")).json()["machines"]
+    assert overview[0]["state"] == "stopped" and overview[0]["state_since_ms"] == NOW
+    assert (await api.get("/api/v1/production/machines/nope/states")).status_code == 404
+
+
+async def test_oee_of_machine_line_site_and_current_shift(api: httpx.AsyncClient) -> None:
+    q = {"start": SHIFT_A, "end": NOW}
+    machine = (await api.get("/api/v1/production/oee", params={**q, "machine_id": "L1"})).json()
+    assert machine["planned_ms"] == 180 * M and machine["run_ms"] == 150 * M
+    assert machine["losses"] == {
+        "breakdowns_ms": 30 * M,
+        "setup_ms": 0,
+        "small_stops_ms": 1 * M,
+        "reduced_speed_ms": machine["losses"]["reduced_speed_ms"],
+        "startup_rejects": 0.0,
+        "production_rejects": 0.0,
+    }
+    assert machine["oee"] == pytest.approx(
+        machine["availability"] * machine["performance"] * machine["quality"]
+    )
+    line = (await api.get("/api/v1/production/oee", params={**q, "line_id": "mill-shed"})).json()
+    assert line["run_ms"] == machine["run_ms"]  # the panel is not a production machine
+    site = (await api.get("/api/v1/production/oee", params={**q, "site_id": "other"})).json()
+    assert site["run_ms"] == 0 and site["availability"] == 0.0  # L9 idled all shift
+    current = await api.get("/api/v1/production/oee?machine_id=L1&shift=current")
+    assert current.json()["start_ms"] == SHIFT_A and current.json()["end_ms"] == NOW
+
+
+async def test_bad_queries_are_clear_4xx(api: httpx.AsyncClient) -> None:
+    for url, status in (
+        ("/api/v1/production/oee?start=yesterday", 400),
+        (f"/api/v1/production/oee?start={NOW}&end={NOW - 1}", 400),
+        ("/api/v1/production/oee?machine_id=L1&line_id=mill-shed", 400),
+        ("/api/v1/production/oee?machine_id=nope", 404),
+        ("/api/v1/production/oee?shift=next", 422),
+        ("/api/v1/production/oee?shift=current", 400),  # two sites: which shift?
+        ("/api/v1/production/pareto?by=colour", 422),
+        ("/api/v1/production/reports/daily.csv?site_id=mill&date=2026-13-01", 400),
+        ("/api/v1/production/reports/shift.csv?site_id=mill&date=2026-06-03&shift=Z", 404),
+        ("/api/v1/production/reports/daily.csv", 400),  # two sites: which one?
+    ):
+        r = await api.get(url)
+        assert r.status_code == status, (url, r.text)
+        assert r.json()
+
+
+async def test_operator_assigns_a_reason_and_it_is_audited(
+    api: httpx.AsyncClient, mill: Runtime
+) -> None:
+    operator = await as_user(api, mill, Role.OPERATOR, "mill")
+    stops = (
+        await api.get(
+            "/api/v1/production/stops",
+            params={"machine_id": "L1", "start": SHIFT_A, "end": NOW},
+            headers=operator,
+        )
+    ).json()["stops"]
+    assert [(s["start_ms"], s["end_ms"], s["state"]) for s in stops] == [
+        (OUTAGE[0], OUTAGE[1], "stopped"),
+        (MICRO[0], MICRO[1], "stopped"),
+        (FAULT[0], FAULT[1], "fault"),
+    ]
+    outage = stops[0]
+    assert outage["auto"] and outage["reason"] == {
+        "en": "Power outage (load-shedding)",
+        "ur": "بجلی کی بندش (لوڈ شیڈنگ)",
+    }
+    fault_id = stops[2]["id"]
+    r = await api.put(
+        f"/api/v1/production/stops/{fault_id}/reason",
+        json={"reason_id": "mechanical.warp_break"},
+        headers=operator,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["reason"]["ur"] == "تانے کا دھاگہ ٹوٹنا" and not r.json()["auto"]
+    events = await mill.audit.events(action="stop.reason")
+    assert events[-1].actor == "operator-mill" and events[-1].target == f"stop:{fault_id}"
+    assert events[-1].after == {"reason_id": "mechanical.warp_break", "machine_id": "L1"}
+
+    # refused: another site's operator, a viewer; bad input changes nothing
+    other = await as_user(api, mill, Role.OPERATOR, "other")
+    viewer = await as_user(api, mill, Role.VIEWER, "mill")
+    url = f"/api/v1/production/stops/{fault_id}/reason"
+    body = {"reason_id": "electrical"}
+    assert (await api.put(url, json=body, headers=other)).status_code == 403
+    assert (await api.put(url, json=body, headers=viewer)).status_code == 403
+    assert (await api.put(url, json={"reason_id": "nope"}, headers=operator)).status_code == 404
+    assert (await api.put(url, json={"reason": 1}, headers=operator)).status_code == 422
+    assert (await api.put("/api/v1/production/stops/999999/reason", json=body)).status_code == 404
+    after = (await api.get("/api/v1/production/stops?machine_id=L1")).json()["stops"]
+    assert next(s for s in after if s["id"] == fault_id)["reason_id"] == "mechanical.warp_break"
+
+
+async def test_reason_tree_in_english_and_urdu(api: httpx.AsyncClient) -> None:
+    roots = (await api.get("/api/v1/production/reasons")).json()["reasons"]
+    by_id = {r["id"]: r for r in roots}
+    assert by_id["power_outage"]["label"]["en"] == "Power outage (load-shedding)"
+    mechanical = {c["id"]: c for c in by_id["mechanical"]["children"]}
+    assert mechanical["mechanical.weft_break"]["label"] == {
+        "en": "Weft break",
+        "ur": "بانے کا دھاگہ ٹوٹنا",
+    }
+
+
+async def test_pareto_by_reason_and_machine(api: httpx.AsyncClient) -> None:
+    q = {"start": SHIFT_A, "end": NOW}
+    items = (await api.get("/api/v1/production/pareto", params={**q, "site_id": "mill"})).json()[
+        "items"
+    ]
+    assert [(i["key"], i["duration_ms"], i["count"]) for i in items] == [
+        ("power_outage", 20 * M, 1),
+        ("unassigned", 11 * M, 2),
+    ]
+    assert items[1]["label"]["ur"] == "وجہ درج نہیں"
+    items = (await api.get("/api/v1/production/pareto", params={**q, "by": "machine"})).json()[
+        "items"
+    ]
+    assert [(i["key"], i["duration_ms"]) for i in items] == [("L9", 180 * M), ("L1", 31 * M)]
+
+
+async def test_reports_download(api: httpx.AsyncClient) -> None:
+    q = {"site_id": "mill", "date": "2026-06-03", "shift": "A"}
+    r = await api.get("/api/v1/production/reports/shift.csv", params=q)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="mill-2026-06-03-shift-A.csv"' in r.headers["content-disposition"]
+    lines = r.text.splitlines()
+    assert lines[0] == "Shift report 2026-06-03 shift A (Morning)"
+    assert any(line.startswith("Loom 1,") for line in lines)
+    assert "Power outage (load-shedding),20.0,1" in lines
+    pdf = await api.get("/api/v1/production/reports/daily.pdf", params={"site_id": "mill"})
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+    assert pdf.headers["content-type"] == "application/pdf"
+    daily = await api.get("/api/v1/production/reports/daily.csv", params={"site_id": "mill"})
+    assert daily.text.startswith("Daily report 2026-06-03")
+
+
+async def test_rebuild_is_for_engineers_and_audited(api: httpx.AsyncClient, mill: Runtime) -> None:
+    engineer = await as_user(api, mill, Role.ENGINEER, "mill")
+    operator = await as_user(api, mill, Role.OPERATOR, "mill")
+    url = "/api/v1/production/machines/L1/rebuild"
+    assert (await api.post(url, params={"start": SHIFT_A}, headers=operator)).status_code == 403
+    r = await api.post(url, params={"start": SHIFT_A}, headers=engineer)
+    assert r.status_code == 200, r.text
+    assert (await mill.audit.events(action="production.rebuild"))[-1].actor == "engineer-mill"
+    assert (await api.post(url, params={"start": "soon"}, headers=engineer)).status_code == 400
