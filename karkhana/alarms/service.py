@@ -558,6 +558,33 @@ class AlarmService:
             conn.execute("UPDATE alarms SET level = ? WHERE id = ?", (level + 1, alarm["id"]))
         return planned
 
+    def edge_rules(self, devices: Iterable[str]) -> dict[str, Any]:
+        """The enabled rules, bound per machine, whose signals all come from ``devices`` (an edge
+        gateway and its children), in the form the edge agent binds again
+        (``karkhana/edge/alarms.py``)."""
+        wanted = set(devices)
+        out = []
+        for b in self.ruleset.rules:
+            if not all(s.device_id in wanted for s in b.sources):
+                continue
+            m = self.machines.get(b.machine_id)
+            signals = {
+                leaf.signal: {"device_id": s.device_id, "key": s.key, "unit": s.unit}
+                for leaf, s in zip(b.leaves, b.sources, strict=True)
+            }
+            out.append(
+                {
+                    "rule": rule_to_json(b.rule),
+                    "machine_id": b.machine_id,
+                    "machine_name": b.machine_name,
+                    "template": b.template,
+                    "site_id": b.site_id,
+                    "timezone": m.timezone if m else "UTC",
+                    "signals": signals,
+                }
+            )
+        return {"rules": out}
+
     async def import_events(self, events: Iterable[AlarmEvent]) -> int:
         """Store alarm events raised elsewhere (an edge agent) exactly once; returns how many
         were new. Sending the same events again changes nothing."""

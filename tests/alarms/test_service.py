@@ -389,3 +389,35 @@ async def test_every_notification_is_delivered_exactly_once(
     ids = [r.json()["alarm"]["id"] for r in webhook.received]
     assert len(ids) == len(set(ids)) == 20
     assert len(await outbox(rt, "sent")) == 20
+
+
+async def test_rules_for_an_edge_gateway_bind_again_on_the_edge(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    from karkhana.alarms.engine import RuleSet, bind
+    from karkhana.alarms.engine import Source as EngineSource
+    from karkhana.alarms.model import parse_rule
+    from karkhana.core.model import Sample
+
+    await build_mill(rt)
+    await build_mill(rt, "plant", "P01", "press-1")
+    await rt.alarms.create_rule({**HOT, "id": "hot"}, "admin", None)
+    await rt.alarms.create_rule({**HOT, "id": "other", "machine_id": "P01"}, "admin", None)
+    answer = rt.alarms.edge_rules({"loom-3", "gw-1"})
+    (item,) = answer["rules"]
+    assert item["machine_id"] == "L03" and item["site_id"] == "mill"
+    assert item["signals"]["bearing_temp_c"]["device_id"] == "loom-3"
+    sources = {
+        k: EngineSource(v["device_id"], v["key"], v["unit"]) for k, v in item["signals"].items()
+    }
+    bound = bind(parse_rule(item["rule"]), item["machine_id"], sources, origin="edge")
+    assert bound is not None
+    edge = RuleSet([bound])
+    ts = clock.now_ms()
+    (event,) = edge.feed([Sample("loom-3", "bearing_temp_c", ts, 80.0)])
+    assert edge.tick(ts + 1) == []
+    # the server, fed the same sample, names the same alarm: importing the edge's adds nothing
+    assert [
+        e.id for e in await rt.alarms.process([Sample("loom-3", "bearing_temp_c", ts, 80.0)])
+    ] == [event.id]
+    assert await rt.alarms.import_events([event]) == 0
