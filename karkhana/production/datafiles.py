@@ -82,6 +82,7 @@ def load_calendar(path: Path) -> Calendar:
     sites = doc.get("sites", [])
     if not isinstance(sites, list) or not all(isinstance(x, str) for x in sites):
         raise r.fail("sites", "expected a list of site ids")
+    calendar_id = r.file_id(doc)
     shifts: list[ShiftSpec] = []
     for i, item in enumerate(r.tables(doc, "shifts")):
         where = f"shifts[{i}]"
@@ -123,7 +124,7 @@ def load_calendar(path: Path) -> Calendar:
             raise r.fail(f"{where}.date", "expected a date (YYYY-MM-DD)")
         holidays[raw.isoformat()] = r.text(item, "name", f"{where}.name")
     return Calendar(
-        id=r.file_id(doc),
+        id=calendar_id,
         name=r.text(doc, "name", "name"),
         shifts=tuple(shifts),
         breaks=tuple(breaks),

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from karkhana.api.app import create_app, route_table
 from karkhana.core.clock import FakeClock
 from karkhana.core.model import Sample
 from karkhana.runtime import Runtime
-from karkhana.security.policy import Role
+from karkhana.security.policy import POLICIES, Role
 from tests.production.support import FAULT, MICRO, NOW, OUTAGE, SHIFT_A, day_samples, settle
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +141,9 @@ async def test_bad_queries_are_clear_4xx(api: httpx.AsyncClient) -> None:
         ("/api/v1/production/reports/daily.csv?site_id=mill&date=2026-13-01", 400),
         ("/api/v1/production/reports/shift.csv?site_id=mill&date=2026-06-03&shift=Z", 404),
         ("/api/v1/production/reports/daily.csv", 400),  # two sites: which one?
+        ("/api/v1/production/oee?start=99999999999999999999999", 400),
+        ("/api/v1/production/stops?end=0", 400),
+        ("/api/v1/production/reports/daily.csv?site_id=mill&date=0001-01-01", 400),
     ):
         r = await api.get(url)
         assert r.status_code == status, (url, r.text)
@@ -245,3 +249,14 @@ async def test_rebuild_is_for_engineers_and_audited(api: httpx.AsyncClient, mill
     assert r.status_code == 200, r.text
     assert (await mill.audit.events(action="production.rebuild"))[-1].actor == "engineer-mill"
     assert (await api.post(url, params={"start": "soon"}, headers=engineer)).status_code == 400
+
+
+async def test_huge_stop_ids_are_refused(api: httpx.AsyncClient) -> None:
+    r = await api.put(f"/api/v1/production/stops/{2**70}/reason", json={"reason_id": "other"})
+    assert r.status_code == 422
+
+
+async def test_every_production_route_has_a_policy(mill: Runtime) -> None:
+    routes = [r for r in route_table(create_app(mill)) if "/production/" in r[1]]
+    assert len(routes) == 12
+    assert all(r in POLICIES for r in routes)
