@@ -37,7 +37,8 @@ class Server:
         )
 
 
-def start_server(data_dir: Path, devices: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(data_dir: Path, devices: int | None) -> tuple[subprocess.Popen[bytes], str]:
+    """`karkhana demo` with ``devices`` simulated machines, or `karkhana serve` for None."""
     port = free_port()
     env = {
         **os.environ,
@@ -53,7 +54,9 @@ def start_server(data_dir: Path, devices: int) -> tuple[subprocess.Popen[bytes],
     }
     log = (data_dir.parent / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "karkhana", "demo", "--devices", str(devices)],
+        [sys.executable, "-m", "karkhana", "serve"]
+        if devices is None
+        else [sys.executable, "-m", "karkhana", "demo", "--devices", str(devices)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -63,7 +66,7 @@ def start_server(data_dir: Path, devices: int) -> tuple[subprocess.Popen[bytes],
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"karkhana demo exited: {(data_dir.parent / 'server.log').read_text()}"
+                f"the karkhana server exited: {(data_dir.parent / 'server.log').read_text()}"
             )
         try:
             if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
@@ -72,7 +75,7 @@ def start_server(data_dir: Path, devices: int) -> tuple[subprocess.Popen[bytes],
             pass
         time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError("karkhana demo did not answer within 60 s")
+    raise RuntimeError("the karkhana server did not answer within 60 s")
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
