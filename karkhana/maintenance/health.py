@@ -52,18 +52,27 @@ def days_until(
 
 
 class Ewma:
-    """Exponentially weighted moving average with a span in samples (pandas' ``span``)."""
+    """Exponentially weighted moving average, with a span in samples (pandas' ``span``) or,
+    given ``tau_ms``, a time constant, so that the smoothing does not depend on the sample
+    rate (``update`` then needs the sample's time)."""
 
-    def __init__(self, span: float) -> None:
-        if span < 1:
-            raise ValueError("span must be at least 1")
+    def __init__(self, span: float = 1.0, tau_ms: float | None = None) -> None:
+        if span < 1 or (tau_ms is not None and tau_ms <= 0):
+            raise ValueError("span must be at least 1 and tau_ms positive")
         self.alpha = 2.0 / (span + 1.0)
+        self.tau_ms = tau_ms
         self.value: float | None = None
+        self.last_ts: int | None = None
 
-    def update(self, x: float) -> float:
+    def update(self, x: float, ts: int | None = None) -> float:
         if not math.isfinite(x):
             return self.value if self.value is not None else 0.0
-        self.value = x if self.value is None else self.alpha * x + (1 - self.alpha) * self.value
+        alpha = self.alpha
+        if self.tau_ms is not None and ts is not None:
+            if self.last_ts is not None:
+                alpha = 1.0 - math.exp(-max(0, ts - self.last_ts) / self.tau_ms)
+            self.last_ts = ts
+        self.value = x if self.value is None else alpha * x + (1 - alpha) * self.value
         return self.value
 
 
@@ -87,12 +96,13 @@ class HealthTracker:
         self,
         span: float = 30.0,
         *,
+        tau_ms: float | None = None,
         alarm_below: float = ALARM_BELOW,
         clear_above: float = CLEAR_ABOVE,
         confirm: int = 3,
         history: int = 2000,
     ) -> None:
-        self.ewma = Ewma(span)
+        self.ewma = Ewma(span, tau_ms)
         self.alarm_below = alarm_below
         self.clear_above = clear_above
         self.confirm = max(1, confirm)
@@ -105,7 +115,7 @@ class HealthTracker:
         return self.history[-1][1] if self.history else 100.0
 
     def update(self, ts: int, score: float) -> HealthUpdate:
-        smoothed = self.ewma.update(score)
+        smoothed = self.ewma.update(score, ts)
         index = health_index(smoothed)
         self.history.append((ts, index))
         raised = cleared = False
@@ -131,7 +141,9 @@ class ConditionMonitor:
     ``learn_ms`` of running data, then score every running row into the health tracker.
 
     Only rows in the running state are learned and scored: a stopped loom is not an anomaly,
-    and its health stays where the last running data left it.
+    and its health stays where the last running data left it. After a stop the machine needs
+    time to come back to its steady state (a bearing that cooled during a power cut warms up
+    again): rows are skipped for as long as it stood still, at most ``settle_ms``.
     """
 
     def __init__(
@@ -141,12 +153,17 @@ class ConditionMonitor:
         learn_ms: int = DAY_MS,
         tracker: HealthTracker | None = None,
         first_ts: int | None = None,
+        settle_ms: int = 3_600_000,
+        stop_gap_ms: int = 120_000,
     ) -> None:
         self.detector = detector
         self.learn_ms = learn_ms
         self.tracker = tracker or HealthTracker()
         self.first_ts = first_ts
         self.last_ts: int | None = None
+        self.settle_ms = settle_ms
+        self.stop_gap_ms = stop_gap_ms
+        self.settled_from: int | None = None
         self.explanation: dict[str, float] = {}
 
     @property
@@ -171,6 +188,12 @@ class ConditionMonitor:
         self, ts: int, row: Mapping[str, float | None], running: bool
     ) -> HealthUpdate | None:
         if not running:
+            return None
+        if self.last_ts is not None and ts - self.last_ts > self.stop_gap_ms:
+            gap = ts - self.last_ts
+            self.settled_from = max(self.settled_from or 0, ts + min(gap, self.settle_ms))
+        if self.settled_from is not None and ts < self.settled_from:
+            self.last_ts = ts
             return None
         if self.first_ts is None:
             self.first_ts = ts

@@ -196,7 +196,7 @@ class MaintenanceService:
         learn_ms: int = DAY_MS,
         stale_ms: int = 10 * MINUTE_MS,
         detector: Callable[[Sequence[str]], Detector] | None = None,
-        health_span: float = 120.0,
+        health_tau_ms: int = 15 * MINUTE_MS,
         save_every_ms: int = 15 * MINUTE_MS,
         work_orders_on_alarm: bool = True,
     ) -> None:
@@ -209,7 +209,7 @@ class MaintenanceService:
         self.learn_ms = learn_ms
         self.stale_ms = stale_ms
         self.make_detector = detector or (lambda signals: MahalanobisDetector(signals))
-        self.health_span = health_span
+        self.health_tau_ms = health_tau_ms
         self.save_every_ms = save_every_ms
         self.work_orders_on_alarm = work_orders_on_alarm
         self.rul_source: RulSource | None = None
@@ -339,7 +339,7 @@ class MaintenanceService:
                 (machine.id,),
             ).fetchone()
         )
-        tracker = HealthTracker(self.health_span)
+        tracker = HealthTracker(tau_ms=self.health_tau_ms)
         monitor = None
         last_ts, run_ms = 0, 0
         if row is not None:
@@ -355,7 +355,7 @@ class MaintenanceService:
                         detector, learn_ms=self.learn_ms, tracker=tracker, first_ts=row[1]
                     )
                     monitor.last_ts = row[2]
-                    tracker.ewma.value = row[3]
+                    tracker.ewma.value, tracker.ewma.last_ts = row[3], row[2]
                     last_ts, run_ms = row[2], row[4]
         if monitor is None:
             monitor = ConditionMonitor(

@@ -81,3 +81,31 @@ def test_a_stopped_machine_is_neither_learned_nor_scored() -> None:
     assert update is not None and update.index < 20 and update.alarm
     assert max(monitor.explanation, key=monitor.explanation.__getitem__) == "b"
     assert monitor.tracker.trend(DAY_MS) is not None
+
+
+def test_time_constant_smoothing_does_not_depend_on_the_rate() -> None:
+    fast, slow = Ewma(tau_ms=60_000), Ewma(tau_ms=60_000)
+    for i in range(601):
+        fast.update(0.0 if i == 0 else 1.0, i * 100)
+    for i in range(7):
+        slow.update(0.0 if i == 0 else 1.0, i * 10_000)
+    assert fast.value == pytest.approx(1 - math.exp(-1), abs=0.01)
+    assert slow.value == pytest.approx(fast.value, abs=0.01)
+
+
+def test_after_a_long_stop_the_machine_settles_before_it_is_scored() -> None:
+    rng = np.random.default_rng(1)
+    monitor = ConditionMonitor(PCADetector(), learn_ms=HOUR_MS, settle_ms=HOUR_MS)
+    ts = 0
+    while monitor.learning or ts < 2 * HOUR_MS:
+        monitor.update(ts, {"a": rng.normal(5, 0.2), "b": rng.normal(1, 0.1)}, running=True)
+        ts += 10_000
+    ts += 3 * HOUR_MS  # a power cut: three hours stopped
+    cold = {"a": 5.0, "b": 0.2}  # b far below normal while warming up
+    results = [monitor.update(ts + i * 10_000, cold, running=True) for i in range(361)]
+    assert all(r is None for r in results[:360])  # one hour of settling
+    assert results[360] is not None
+    # a short stop settles for as long as it lasted
+    ts += HOUR_MS + 10 * 60_000
+    results = [monitor.update(ts + i * 10_000, cold, running=True) for i in range(61)]
+    assert all(r is None for r in results[:59]) and results[60] is not None

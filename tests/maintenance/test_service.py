@@ -15,6 +15,10 @@ from karkhana.maintenance.model import (
 )
 from karkhana.maintenance.service import MaintenanceService, align
 from karkhana.runtime import Runtime
+from karkhana.sim.device import Environment, Weather
+from karkhana.sim.machine import BearingWear, Constraints
+from karkhana.sim.power import PowerSchedule
+from karkhana.sim.textile import Loom
 
 pytestmark = pytest.mark.anyio
 HOUR_MS = 3_600_000
@@ -209,3 +213,41 @@ async def test_schedules_fall_due_and_open_a_work_order(
         await service.create_schedule("L1", "x", ScheduleBasis.COUNT, 10, signal="nope")
     await service.delete_schedule("L1", cal.id)
     assert [s.id for s in await service.list_schedules("L1")] == [count.id, hours.id]
+
+
+async def test_the_simulated_loom_with_a_worn_bearing_loses_health(
+    runtime: Runtime, service: MaintenanceService
+) -> None:
+    """The simulator's loom model through the store and the service, as in the demo."""
+    await runtime.devices.create("loom-2", site_id="mill")
+    await runtime.assets.create_machine("L2", "shed", "Loom 2", "power_loom", "loom-2")
+    power = PowerSchedule(7, enabled=False)
+    wear = BearingWear(T0 + 8 * HOUR_MS, T0 + 40 * HOUR_MS, T0 + 48 * HOUR_MS)
+    worn = Loom("loom-1", "worn", 7, T0, Constraints(power, essential=True, wear=wear), wear)
+    healthy = Loom("loom-2", "healthy", 7, T0, Constraints(power, essential=True))
+    env = Environment(power, Weather(7))
+    history: dict[str, list[tuple[float, float, bool]]] = {"L1": [], "L2": []}
+    t = T0
+    while t < T0 + 30 * HOUR_MS:
+        batch = []
+        for _ in range(120):  # two simulated hours a reading a minute
+            t += 60_000
+            env.begin(t)
+            for loom in (worn, healthy):
+                batch += [Sample(loom.device_id, k, t, v) for k, v in loom.advance(t, env).items()]
+        await runtime.store.write(batch)
+        for machine in ("L1", "L2"):
+            update = await service.update_machine(machine)
+            if update is not None:
+                history[machine].append(((update.ts - T0) / HOUR_MS, update.index, update.alarm))
+    healthy_hours = [(h, i) for h, i, _ in history["L1"] if h < 10]
+    assert healthy_hours and all(i > 80 for _, i in healthy_hours)
+    assert history["L1"][-1][1] < 30 and history["L1"][-1][2]
+    first_alarm = min(h for h, _, alarm in history["L1"] if alarm)
+    assert first_alarm < 40 - 12  # well before the failure at 40 h
+    assert not any(alarm for _, _, alarm in history["L2"])
+    assert min(i for _, i, _ in history["L2"]) > 60
+    health = await service.health("L1")
+    assert health.trend_per_day is not None and health.trend_per_day < -20
+    top = {c.signal for c in health.contributions[:2]}
+    assert top & {"vibration_rms_mm_s", "bearing_temp_c"}
