@@ -219,6 +219,9 @@ async def latency(workdir: Path, seconds: float, machines: int, rate: float) -> 
             if committed is not None:
                 delays.append((arrived - committed) * 1000)
         raised = len(await rt.alarms.list_alarms(None, state="all", limit=100_000))
+        distinct = len({p["alarm"]["id"] for _, p in receiver.arrivals})
+        print(f"{raised} alarms raised in {took:.1f} s; {len(receiver.arrivals)} webhooks received"
+              f" for {distinct} distinct alarms")  # fmt: skip
 
         bare = []
         async with httpx.AsyncClient() as client:
@@ -232,9 +235,6 @@ async def latency(workdir: Path, seconds: float, machines: int, rate: float) -> 
             ["baseline: bare POST to the receiver", "300", f"{percentile(bare, 50):.1f}",
              f"{percentile(bare, 99):.1f}", f"{max(bare):.1f}"],
         ]  # fmt: skip
-        distinct = len({p["alarm"]["id"] for _, p in receiver.arrivals})
-        print(f"{raised} alarms raised in {took:.1f} s; {len(receiver.arrivals)} webhooks received"
-              f" for {distinct} distinct alarms")  # fmt: skip
         print(f"samples evaluated by the alarm service: {fmt_int(rt.alarms.samples_seen)}")
         return rows
     finally:
