@@ -20,6 +20,7 @@ from karkhana import __version__
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
 from karkhana.core.errors import ConfigError, KarkhanaError, StoreUnavailable
 from karkhana.core.model import Sample
+from karkhana.edge.alarms import Coil, EdgeAlarms
 from karkhana.edge.buffer import Buffer
 from karkhana.edge.clock import EdgeClock
 from karkhana.edge.config import EdgeSettings
@@ -88,6 +89,16 @@ class EdgeAgent:
         if s.opcua:
             self.connectors += opcua_connectors(self.clock, s.opcua)
         self.connector_stats: dict[str, dict[str, Any]] = {}
+        self.alarms: EdgeAlarms | None = None
+        if s.alarms == "on":
+            self.alarms = EdgeAlarms(
+                s.data_dir,
+                client=self.forwarder.client,
+                now_ms=self.clock.now_ms,
+                webhook=s.alarm_webhook,
+                coil=Coil.parse(s.alarm_coil) if s.alarm_coil else None,
+                link_up=lambda: self.forwarder.stats.link == "up",
+            )
         self.app = local_app(
             self.buffer,
             self.clock,
@@ -118,6 +129,12 @@ class EdgeAgent:
                 reason="edge_failed",
             ) from exc
         self.connector_stats["mqtt"] = self.mqtt.stats
+
+    async def start_alarms(self) -> None:
+        """Evaluate every sample the buffer commits; tick, fetch rules and send alarm events."""
+        assert self.alarms is not None
+        self.buffer.on_put(self.alarms.feed)
+        await self.alarms.run()
 
     async def status(self) -> dict[str, Any]:
         """What /health shows and `karkhana edge status` prints."""
@@ -156,6 +173,7 @@ class EdgeAgent:
             },
             "forwarder": f,
             "inputs": self._inputs(),
+            "alarms": self.alarms.status() if self.alarms is not None else None,
         }
 
     def _inputs(self) -> dict[str, dict[str, Any]]:
@@ -254,6 +272,8 @@ class EdgeAgent:
                 await self.stop()
                 raise
         jobs = [self.forwarder.run()]
+        if self.alarms is not None:
+            jobs.append(self.start_alarms())
         if self.settings.status_interval_s > 0:
             jobs.append(self._report())
         jobs += [self._pump(c) for c in self.connectors]
@@ -296,6 +316,8 @@ class EdgeAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.alarms is not None:
+            await self.alarms.close()
         await self.forwarder.close()
         await asyncio.to_thread(self.buffer.close)
 

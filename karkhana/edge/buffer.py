@@ -122,6 +122,10 @@ class BufferStats:
     session: int
 
 
+Listener = Callable[[list[Sample]], object]
+"""Told the samples of each committed put (see :meth:`Buffer.on_put`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineGroup:
     """Quarantined samples of one device for one reason."""
@@ -215,6 +219,7 @@ class Buffer:
         self._next_id = 1
         self._live: deque[tuple[float, int]] = deque()
         self._full = False
+        self._listener: tuple[asyncio.AbstractEventLoop, Listener] | None = None
         self._closed = False
         self._read_lock = threading.Lock()
         self._writer: sqlite3.Connection
@@ -376,6 +381,11 @@ class Buffer:
         """Queue samples for the writer now; the future resolves once they are committed, or
         fails with BufferFull (reject-new, at the cap) or StoreUnavailable (disk)."""
         return self._submit("put", (list(samples), epochs))
+
+    def on_put(self, listener: Listener) -> None:
+        """Call ``listener`` on this event loop with the samples of every committed put (the
+        edge's rule engine sees what is durable, once)."""
+        self._listener = (asyncio.get_running_loop(), listener)
 
     def ack(self, ids: Iterable[int]) -> asyncio.Future[int]:
         """Delete rows the server has committed; resolves to how many were still here."""
@@ -594,7 +604,11 @@ class Buffer:
         if group[0].kind == "put" and self._next_id > live_mark:
             self._live.append((self.monotonic(), live_mark))
         self._alarm(any(isinstance(r, BufferFull) for r in results))
+        listener = self._listener
         for op, result in zip(group, results, strict=True):
+            if listener is not None and op.kind == "put" and not isinstance(result, BaseException):
+                with contextlib.suppress(RuntimeError):  # the loop closed
+                    listener[0].call_soon_threadsafe(listener[1], op.args[0])
             op.done(result)
 
     def _save_counters(self, conn: sqlite3.Connection, before: dict[str, int]) -> None:

@@ -99,6 +99,24 @@ EDGE_SETTINGS: tuple[EdgeSetting, ...] = (
     ),
     EdgeSetting("sim_devices", int, 0, "main machines of the simulated plant (0: the profile's)"),
     EdgeSetting("sim_interval_s", float, 1.0, "seconds between simulator readings"),
+    EdgeSetting(
+        "alarms",
+        str,
+        "on",
+        "on: evaluate the server's alarm rules here too, so alarms fire during outages; off",
+    ),
+    EdgeSetting(
+        "alarm_webhook",
+        str,
+        "",
+        "URL on the factory LAN that gets every alarm raised or cleared on the edge (JSON)",
+    ),
+    EdgeSetting(
+        "alarm_coil",
+        str,
+        "",
+        "Modbus coil switched on while an edge alarm is open: host:port/unit/address",
+    ),
     EdgeSetting("log_level", str, "info", "debug, info, warning or error"),
 )
 _BY_NAME = {s.name: s for s in EDGE_SETTINGS}
@@ -106,6 +124,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "when_full": WHEN_FULL,
     "fsync": SYNCHRONOUS,
     "sim_profile": ("", "textile", "auto", "food"),
+    "alarms": ("on", "off"),
 }
 
 
@@ -135,6 +154,9 @@ class EdgeSettings:
     sim_profile: str = ""
     sim_devices: int = 0
     sim_interval_s: float = 1.0
+    alarms: str = "on"
+    alarm_webhook: str = ""
+    alarm_coil: str = ""
     modbus: tuple[ModbusDevice, ...] = ()
     """``[[modbus]]`` tables of the config file (karkhana.edge.modbus.devices)."""
     opcua: tuple[OpcUaServer, ...] = ()

@@ -388,6 +388,11 @@ class Forwarder:
             delay = max(delay, exc.retry_after)
         return delay
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client to the server (base URL, gateway token, pinned CA)."""
+        return self._client
+
     def status(self) -> dict[str, Any]:
         st = self.stats
         return {
