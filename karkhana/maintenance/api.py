@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from karkhana.api.deps import CurrentUser, RuntimeDep, Source, client_address, visible_sites
@@ -129,6 +129,7 @@ class PartIn(BaseModel):
 
 
 Millis = Annotated[int, Field(ge=0, le=MAX_MS)]
+ItemId = Annotated[int, Path(ge=1, le=MAX_MS, description="work order or schedule id")]
 
 
 class WorkOrderIn(BaseModel):
@@ -217,7 +218,7 @@ async def create_work_order(
 
 @router.get("/machines/{machine_id}/work-orders/{item_id}")
 async def get_work_order(
-    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser
+    machine_id: str, item_id: ItemId, rt: RuntimeDep, user: CurrentUser
 ) -> dict[str, Any]:
     return work_order_dict(await _service(rt).get_work_order(item_id, machine_id))
 
@@ -225,7 +226,7 @@ async def get_work_order(
 @router.patch("/machines/{machine_id}/work-orders/{item_id}")
 async def update_work_order(
     machine_id: str,
-    item_id: int,
+    item_id: ItemId,
     body: WorkOrderPatch,
     rt: RuntimeDep,
     user: CurrentUser,
@@ -246,7 +247,7 @@ async def update_work_order(
 
 @router.delete("/machines/{machine_id}/work-orders/{item_id}", status_code=204)
 async def delete_work_order(
-    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser, source: Source
+    machine_id: str, item_id: ItemId, rt: RuntimeDep, user: CurrentUser, source: Source
 ) -> None:
     await _service(rt).delete_work_order(
         machine_id, item_id, actor=user.username, source_address=source
@@ -325,7 +326,7 @@ async def create_schedule(
 
 @router.post("/machines/{machine_id}/schedules/{item_id}/done")
 async def schedule_done(
-    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser, source: Source
+    machine_id: str, item_id: ItemId, rt: RuntimeDep, user: CurrentUser, source: Source
 ) -> dict[str, Any]:
     """Record that the scheduled job was done now; the next interval starts."""
     service = _service(rt)
@@ -337,7 +338,7 @@ async def schedule_done(
 
 @router.delete("/machines/{machine_id}/schedules/{item_id}", status_code=204)
 async def delete_schedule(
-    machine_id: str, item_id: int, rt: RuntimeDep, user: CurrentUser, source: Source
+    machine_id: str, item_id: ItemId, rt: RuntimeDep, user: CurrentUser, source: Source
 ) -> None:
     await _service(rt).delete_schedule(
         machine_id, item_id, actor=user.username, source_address=source

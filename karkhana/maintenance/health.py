@@ -130,10 +130,11 @@ class HealthTracker:
         return HealthUpdate(ts, index, smoothed, self.alarm, raised, cleared)
 
     def trend(self, window_ms: int = DAY_MS) -> float | None:
-        if not self.history:
+        points = list(self.history)  # a copy: the monitor may append from its thread
+        if not points:
             return None
-        since = self.history[-1][0] - window_ms
-        return trend_per_day([p for p in self.history if p[0] >= since])
+        since = points[-1][0] - window_ms
+        return trend_per_day([p for p in points if p[0] >= since])
 
 
 class ConditionMonitor:

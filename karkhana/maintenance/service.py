@@ -441,7 +441,7 @@ class MaintenanceService:
             alarm = m.tracker.alarm
             progress = m.progress
             score = m.tracker.ewma.value
-            if m.tracker.history:
+            if trend is None:  # too few stored points yet: the rows of this process
                 trend = m.tracker.trend(DAY_MS)
             contributions = tuple(
                 Contribution(k, round(v, 4))

@@ -24,6 +24,9 @@ from karkhana.core.errors import InvalidPayload
 
 G = 9.80665
 MAX_SAMPLES = 65_536
+MAX_ABS = 1e6
+"""Largest accepted sample (m/s² or g): far above any real accelerometer, low enough that no
+feature overflows."""
 ISO_BAND_HZ = (10.0, 1000.0)
 """ISO 10816-3 measures broadband velocity from 10 Hz to 1 kHz (machines above 600 rpm)."""
 DEFAULT_BANDS_HZ: tuple[tuple[float, float], ...] = (
@@ -136,8 +139,8 @@ class Burst:
 
     def acceleration(self) -> npt.NDArray[np.float64]:
         a = np.asarray(self.values, dtype=np.float64)
-        if not np.isfinite(a).all():
-            raise InvalidPayload("values: must be finite numbers")
+        if not np.isfinite(a).all() or np.abs(a).max() > MAX_ABS:
+            raise InvalidPayload(f"values: must be finite numbers within ±{MAX_ABS:g}")
         return a * G if self.unit == "g" else a
 
 

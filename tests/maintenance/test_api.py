@@ -96,6 +96,8 @@ async def test_bad_work_orders_are_refused(admin: httpx.AsyncClient, mill: dict[
         await admin.post(f"{BASE}/machines/nope/work-orders", json={"title": "x"})
     ).status_code == 404
     assert (await admin.get(f"{url}/abc")).status_code == 422
+    assert (await admin.get(f"{url}/{2**70}")).status_code == 422
+    assert (await admin.patch(f"{url}/{2**70}", json={"notes": "x"})).status_code == 422
     assert (await admin.get(url)).json() == []  # nothing was stored by the refusals
 
 
@@ -195,6 +197,7 @@ async def test_vibration_burst_from_a_device(
         {**body, "key": "../x"},
         {**body, "ts": "yesterday"},
         {**body, "ts": 10},
+        {**body, "values": [1e300] * 64},
         {**body, "bearing": {"rolling_elements": 9, "ball_diameter": 50, "pitch_diameter": 39}},
     ):
         assert (await client.post(url, json=bad, headers=auth)).status_code == 400, bad
