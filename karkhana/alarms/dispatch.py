@@ -75,7 +75,7 @@ def send_email(channel: EmailChannel, to: str, subject: str, text: str) -> None:
             if channel.username:
                 client.login(channel.username, channel.password)
             client.send_message(msg)
-    except (smtplib.SMTPException, OSError) as exc:
+    except (smtplib.SMTPException, OSError, UnicodeError) as exc:
         raise DeliveryError(f"SMTP {channel.host}:{channel.port}: {exc}") from None
 
 
@@ -91,7 +91,7 @@ async def send_webhook(client: httpx.AsyncClient, channel: WebhookChannel, body:
         response = await client.post(
             channel.url, headers=dict(channel.headers), timeout=channel.timeout_s, **body_kw
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
         raise DeliveryError(f"webhook {channel.id}: {type(exc).__name__} {exc}") from None
     if response.status_code >= 300:
         raise DeliveryError(f"webhook {channel.id}: HTTP {response.status_code}")

@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
+
 from karkhana.alarms.model import ID, ROLES
 from karkhana.core.errors import ConfigError, InvalidPayload
 
 PAYLOADS = Path(__file__).resolve().parent / "templates" / "payloads"
 SECRET = "********"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[!-?A-~]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[?[0-9A-Fa-f:.]+\]?$")
+_HEADER_VALUE = re.compile(r"^[ -~]*$")
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
@@ -154,9 +158,12 @@ def parse_channel(data: object, channel_id: str, old: Channel | None = None) -> 
         sender = _text(data, "sender")
         if not _EMAIL.fullmatch(sender):
             raise _fail("sender", "an email address")
+        host = _text(data, "host", limit=255)
+        if not _HOST.fullmatch(host):
+            raise _fail("host", "a host name or IP address")
         return EmailChannel(
             channel_id,
-            _text(data, "host", limit=255),
+            host,
             sender,
             port,
             _text(data, "username", ""),
@@ -180,8 +187,12 @@ def parse_channel(data: object, channel_id: str, old: Channel | None = None) -> 
             },
         )
         url = _text(data, "url", limit=2000)
-        if not re.match(r"^https?://[^\s/]+", url):
+        if not re.fullmatch(r"https?://[^\s/]+\S*", url) or not _HEADER_VALUE.fullmatch(url):
             raise _fail("url", "an http:// or https:// address")
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL:
+            raise _fail("url", "not a valid address") from None
         template = _text(data, "template", "generic")
         if template not in payload_templates():
             raise _fail("template", f"one of {', '.join(sorted(payload_templates()))}")
@@ -193,8 +204,8 @@ def parse_channel(data: object, channel_id: str, old: Channel | None = None) -> 
         for name, value in headers.items():
             if not _HEADER.fullmatch(str(name)) or not isinstance(value, str) or len(value) > 2000:
                 raise _fail(f"headers.{name}", "a header name and a string value")
-            if "\n" in value or "\r" in value:
-                raise _fail(f"headers.{name}", "no line breaks")
+            if not _HEADER_VALUE.fullmatch(value):
+                raise _fail(f"headers.{name}", "printable ASCII, no line breaks")
             checked.append(
                 (str(name), old_headers.get(str(name), "") if value == SECRET else value)
             )

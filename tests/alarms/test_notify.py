@@ -105,6 +105,10 @@ def test_channels_parse_and_mask_secrets() -> None:
         {"kind": "webhook", "url": "ftp://x"},
         {"kind": "webhook", "url": "http://x", "template": "nope"},
         {"kind": "webhook", "url": "http://x", "headers": {"X-A": "a\nb"}},
+        {"kind": "webhook", "url": "http://x", "headers": {"X-A": "ünïcode"}},
+        {"kind": "webhook", "url": "http://exa mple/"},
+        {"kind": "email", "host": "smtp host", "sender": "a@b.pk"},
+        {"kind": "email", "host": "h", "sender": "dük@b.pk"},
     ],
 )
 def test_bad_channels_are_refused(body: dict[str, object]) -> None:
