@@ -357,6 +357,8 @@ class MaintenanceService:
                     monitor.last_ts = row[2]
                     tracker.ewma.value, tracker.ewma.last_ts = row[3], row[2]
                     last_ts, run_ms = row[2], row[4]
+                    latest = {x.key: x.value for x in await self.store.latest(device)}
+                    tracker.alarm = bool(latest.get(ALARM_KEY))
         if monitor is None:
             monitor = ConditionMonitor(
                 self.make_detector(features), learn_ms=self.learn_ms, tracker=tracker
@@ -418,6 +420,7 @@ class MaintenanceService:
             (s.device_id for s in machine.signals if features and s.name == features[0]), None
         )
         index = ts = score = None
+        stored_alarm = False
         trend = None
         run_hours = None
         if device is not None:
@@ -433,7 +436,8 @@ class MaintenanceService:
                 )
             if RUN_HOURS_KEY in latest:
                 run_hours = _number(latest[RUN_HOURS_KEY].value)
-        alarm = False
+            stored_alarm = bool(ALARM_KEY in latest and latest[ALARM_KEY].value)
+        alarm = device is not None and stored_alarm
         progress = 0.0
         contributions: tuple[Contribution, ...] = ()
         if watch is not None:

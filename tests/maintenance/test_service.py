@@ -105,6 +105,14 @@ async def test_learns_then_finds_a_degrading_bearing(
         (WorkOrderSource.HEALTH, WorkOrderKind.PREDICTIVE)
     ]
     assert [e.action for e in await runtime.audit.events()][-1] == "work_order.create"
+    # a restarted server knows the alarm before its first pass, and opens no second order
+    again = MaintenanceService(
+        runtime.db, runtime.store, runtime.assets, runtime.clock, runtime.audit, learn_ms=HOUR_MS
+    )
+    assert (await again.health("L1")).status == "alarm"
+    await runtime.store.write(loom_rows(T0 + 2520 * STEP, 60, seed=4, wear=0.6))
+    assert (await again.update_machine("L1")) is not None
+    assert len(await again.list_work_orders(machine_id="L1")) == 1
 
 
 async def test_a_stopped_loom_is_not_an_anomaly(
