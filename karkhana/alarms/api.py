@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field
 
+from karkhana.alarms.history import summary
 from karkhana.alarms.notify import payload_templates
 from karkhana.api.deps import CurrentUser, RuntimeDep, Source, visible_sites
 from karkhana.core.timeutil import parse_ts
@@ -70,6 +71,35 @@ async def list_alarms(
         limit=limit,
     )
     return {"alarms": alarms}
+
+
+@router.get("/alarms/stats")
+async def alarm_stats(
+    rt: RuntimeDep,
+    user: CurrentUser,
+    machine_id: str | None = None,
+    site_id: str | None = None,
+    start: Annotated[
+        str | None, Query(description="raised at or after: epoch ms or ISO 8601")
+    ] = None,
+    end: Annotated[str | None, Query(description="raised before: epoch ms or ISO 8601")] = None,
+) -> dict[str, Any]:
+    """Alarm history of the caller's sites: counts, repeats, and time to acknowledge and to clear
+    (count, mean, p50, p90, max in ms), overall, per rule and per machine. Default: the last
+    7 days."""
+    given_end, given_start = _time(end, "end"), _time(start, "start")
+    end_ms = rt.clock.now_ms() + 1 if given_end is None else given_end
+    start_ms = end_ms - 7 * 86_400_000 if given_start is None else given_start
+    alarms = await rt.alarms.list_alarms(
+        visible_sites(user),
+        state="all",
+        machine_id=machine_id,
+        site_id=site_id,
+        start=start_ms,
+        end=end_ms,
+        limit=100_000,
+    )
+    return {"start_ms": start_ms, "end_ms": end_ms, **summary(alarms)}
 
 
 @router.get("/alarms/{alarm_id}")

@@ -140,6 +140,12 @@ async def test_acknowledge_is_audited_and_happens_once(
     assert (
         await admin.post("/api/v1/alarms/nope/ack", json={}, headers=operator)
     ).status_code == 404
+    stats = (await admin.get("/api/v1/alarms/stats", headers=operator)).json()
+    assert stats["count"] == 1 and stats["unacknowledged"] == 0
+    assert stats["tta_ms"]["count"] == 1 and stats["by_machine"][0]["machine_id"] == "L03"
+    assert (
+        await admin.get("/api/v1/alarms/stats", params={"start": "yesterday"})
+    ).status_code == 400
 
 
 async def test_rules_crud_validation_and_audit(runtime: Runtime, admin: httpx.AsyncClient) -> None:
