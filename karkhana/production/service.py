@@ -861,18 +861,18 @@ class ProductionService:
             return {}
         marks = ",".join("?" * len(machine_ids))
 
-        def read(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(
+        def read(conn: sqlite3.Connection) -> dict[str, list[CountBucket]]:
+            out: dict[str, list[CountBucket]] = {mid: [] for mid in machine_ids}
+            for mid, minute, total, rejects in conn.execute(
                 "SELECT machine_id, minute_ms, total, rejects FROM production_counts"
                 f" WHERE machine_id IN ({marks}) AND minute_ms >= ? AND minute_ms < ?"
                 " ORDER BY machine_id, minute_ms",
                 (*machine_ids, start - start % 60_000, end),
-            ).fetchall()
+            ):
+                out[mid].append(CountBucket(minute, total, rejects))
+            return out
 
-        out: dict[str, list[CountBucket]] = {mid: [] for mid in machine_ids}
-        for mid, minute, total, rejects in await self.db.execute_read_fn(read):
-            out[mid].append(CountBucket(minute, total, rejects))
-        return out
+        return await self.db.execute_read_fn(read)
 
     def planned(self, site_id: str, start: int, end: int) -> list[Span]:
         site = self.sites.get(site_id)
@@ -977,8 +977,9 @@ class ProductionService:
             if end > start:
                 results.update(await self.oee_of(group, start, end))
         out = []
+        plans: dict[str, Cover] = {}
         for m in machines:
-            state, since = self.current_state(m, now)
+            state, since = self.current_state(m, now, plans)
             speed = self._speed.get(m.id)
             shift = shift_of.get(m.site_id)
             r = results.get(m.id)
@@ -1012,7 +1013,11 @@ class ProductionService:
             )
         return out
 
-    def current_state(self, m: MachineInfo, now: int) -> tuple[MachineState, int | None]:
+    def current_state(
+        self, m: MachineInfo, now: int, plans: dict[str, Cover] | None = None
+    ) -> tuple[MachineState, int | None]:
+        """The live state, ``planned_stop`` outside planned time unless running; ``plans``
+        caches each site's planned time around now."""
         tracker = self.trackers.get(m.id)
         if tracker is None or tracker.state is None:
             return "no_data", None
@@ -1020,7 +1025,10 @@ class ProductionService:
         if tracker.last_seen is not None and now - tracker.last_seen > tracker.timeout_ms:
             state, since = "no_data", tracker.last_seen
         if state != "running":
-            plan = Cover(self.planned(m.site_id, now - DAY_MS, now + 1))
+            plans = {} if plans is None else plans
+            plan = plans.get(m.site_id)
+            if plan is None:
+                plan = plans[m.site_id] = Cover(self.planned(m.site_id, now - DAY_MS, now + 1))
             if not plan.contains(now):
                 ended = max([e for _, e in plan.spans if e <= now], default=since)
                 return "planned_stop", max(since, ended)
