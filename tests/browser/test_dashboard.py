@@ -38,6 +38,15 @@ def machines(server: Server) -> dict[str, dict[str, Any]]:
     }
 
 
+def simulated_loom(server: Server) -> str:
+    """A loom of the simulated mill (which keeps sending), not one a test made."""
+    return next(
+        m
+        for m, info in machines(server).items()
+        if info["template"] == "power_loom" and m.startswith("tx-")
+    )
+
+
 def has_production(server: Server) -> bool:
     with server.api() as api:
         return api.get("/api/v1/production/reasons").status_code == 200
@@ -86,7 +95,7 @@ def test_sign_in_and_see_the_mill_live(browser: WebDriver, server: Server) -> No
 
 
 def test_machine_page_updates_live_and_draws_history(browser: WebDriver, server: Server) -> None:
-    loom = next(m for m, info in machines(server).items() if info["template"] == "power_loom")
+    loom = simulated_loom(server)
     sign_in(browser, server, f"#/machine/{loom}")
     row = "tr[data-signal='bearing_temp_c']"
     wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-ts"))
@@ -258,3 +267,143 @@ def test_operator_assigns_a_reason_and_oee_and_pareto_change(
     )
     shot(browser, "machine-oee")
     assert errors(browser) == []
+
+
+def has_alarms(server: Server) -> bool:
+    with server.api() as api:
+        return api.get("/api/v1/rules").status_code == 200
+
+
+def test_add_a_rule_and_acknowledge_its_alarm(browser: WebDriver, server: Server) -> None:
+    if not has_alarms(server):
+        pytest.skip("the alarms module is not installed in this build")
+    loom = simulated_loom(server)
+    sign_in(browser, server, "#/alarms")
+    form = wait(browser).until(lambda d: d.find_element(By.ID, "rule-form"))
+    form.find_element(By.NAME, "name").send_keys("Loom bearing too hot")
+    Select(form.find_element(By.NAME, "machine_id")).select_by_value(loom)
+    wait(browser).until(
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, "#rule-form [name=signal] option[value='bearing_temp_c']"
+        )
+    )
+    Select(form.find_element(By.NAME, "signal")).select_by_value("bearing_temp_c")
+    Select(form.find_element(By.NAME, "op")).select_by_value(">")
+    form.find_element(By.NAME, "value").send_keys("1")  # the simulated bearing runs at ~30 °C
+    form.find_element(By.NAME, "for_min").clear()
+    form.find_element(By.NAME, "for_min").send_keys("0")
+    Select(form.find_element(By.NAME, "severity")).select_by_value("critical")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(
+        lambda d: "Loom bearing too hot" in d.find_element(By.ID, "rule-message").text
+    )
+    with server.api() as api:
+        rules = api.get("/api/v1/rules", params={"machine_id": loom}).json()["rules"]
+    rule = next(r for r in rules if r["name"] == "Loom bearing too hot")
+    assert rule["condition"]["op"] == ">" and rule["condition"]["value"] == 1
+    assert rule["condition"]["signal"] == "bearing_temp_c" and rule["for_s"] == 0
+    assert rule["severity"] == "critical"
+
+    # the next simulated sample raises it; the list refreshes itself
+    alarm = "[data-alarm][data-state=raised] form.ack"
+    deadline = time.monotonic() + 30
+    while not browser.find_elements(By.CSS_SELECTOR, alarm):
+        assert time.monotonic() < deadline, "no alarm was raised"
+        browser.find_element(By.CSS_SELECTOR, "[data-which=open]").click()
+        time.sleep(1)
+    node = browser.find_element(By.CSS_SELECTOR, "[data-alarm][data-state=raised]")
+    alarm_id = node.get_attribute("data-alarm")
+    node.find_element(By.NAME, "comment").send_keys("bearing greased, watching it")
+    node.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, f"[data-alarm='{alarm_id}']").get_attribute(
+                "data-state"
+            )
+            == "acknowledged"
+        )
+    )
+    shot(browser, "alarms")
+    with server.api() as api:
+        got = api.get(f"/api/v1/alarms/{alarm_id}").json()
+        assert got["acked_by"] == "admin" and got["ack_comment"] == "bearing greased, watching it"
+        api.delete(f"/api/v1/rules/{rule['id']}")
+    assert errors(browser) == []
+
+
+def test_report_links_download(browser: WebDriver, server: Server) -> None:
+    if not has_production(server):
+        pytest.skip("the production module is not installed in this build")
+    sign_in(browser, server, "#/reports")
+    links = wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "a.dl"))
+    assert {a.get_attribute("data-report") for a in links} == {
+        "shift.csv",
+        "shift.pdf",
+        "daily.csv",
+        "daily.pdf",
+    }
+    for a in links:
+        href = a.get_attribute("href")
+        status, kind = browser.execute_async_script(
+            "const done = arguments[1];"
+            "fetch(arguments[0]).then((r) => done([r.status, r.headers.get('content-type')]));",
+            href,
+        )
+        assert status == 200, href
+        assert ("pdf" in kind) == href.split("?")[0].endswith(".pdf"), (href, kind)
+
+
+def test_history_zooms_by_dragging(browser: WebDriver, server: Server) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    loom = simulated_loom(server)
+    sign_in(browser, server, f"#/machine/{loom}")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#hist-chart .u-over"))
+    browser.find_element(By.CSS_SELECTOR, "[data-range='1h']").click()
+    over = browser.find_element(By.CSS_SELECTOR, "#hist-chart .u-over")
+    width = over.size["width"]
+    # offsets are from the element's centre
+    drag = ActionChains(browser).move_to_element_with_offset(over, -int(width * 0.2), 0)
+    drag.click_and_hold().move_by_offset(int(width * 0.3), 0).release().perform()
+    wait(browser).until(lambda d: d.find_element(By.ID, "unzoom").is_displayed())
+    assert all(
+        b.get_attribute("aria-pressed") == "false"
+        for b in browser.find_elements(By.CSS_SELECTOR, "[data-range]")
+    )
+    browser.find_element(By.ID, "unzoom").click()
+    wait(browser).until(lambda d: not d.find_element(By.ID, "unzoom").is_displayed())
+
+
+@pytest.mark.parametrize("size", [(390, 844), (1024, 768)], ids=["phone", "tablet"])
+def test_fits_phones_and_tablets_with_big_touch_targets(
+    server: Server, size: tuple[int, int]
+) -> None:
+    from tests.browser.conftest import new_driver
+
+    driver = new_driver(*size)
+    # a desktop window has a minimum width: emulate the device's screen instead
+    driver.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Emulation.setDeviceMetricsOverride",
+        {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": size[0] < 600},
+    )
+    try:
+        sign_in(driver, server)
+        wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"))
+        for page in ("", "#/operator", "#/pareto", "#/alarms", "#/reports"):
+            driver.get(f"{server.url}/{page}")
+            wait(driver).until(lambda d: d.find_element(By.ID, "page").text.strip())
+            time.sleep(0.5)
+            overflow = driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 1, f"{page or 'overview'} is {overflow}px wider than the screen"
+            small = driver.execute_script(
+                "return [...document.querySelectorAll('#nav a, button, select, input, a.tile, a.dl')]"
+                ".filter((e) => e.offsetParent !== null)"
+                ".filter((e) => e.getBoundingClientRect().height < 40)"
+                ".map((e) => e.outerHTML.slice(0, 80))"
+            )
+            assert small == [], small
+            shot(driver, f"{size[0]}x{size[1]}-{page.strip('#/') or 'overview'}")
+    finally:
+        driver.quit()

@@ -43,9 +43,9 @@ export async function render(el, params, ctx) {
         ${esc(dateTime(a.raised_ms))}${a.count > 1 ? ` · ×${a.count}` : ""}</span>
         ${a.acked_by ? `<br><span class="hint">${esc(t("alarms.acked_by", { user: a.acked_by, time: dateTime(a.acked_ms) }))}${a.ack_comment ? `: ${esc(a.ack_comment)}` : ""}</span>` : ""}</span>
       <span class="state">${esc(t(`alarm_state.${a.state}`))}</span>
-      ${a.state === "raised" ? `<form class="ack"><input name="comment" maxlength="500" placeholder="${esc(t("alarms.comment"))}" aria-label="${esc(t("alarms.comment"))}">
+      ${["raised", "shelved"].includes(a.state) ? `<form class="ack"><input name="comment" maxlength="1000" placeholder="${esc(t("alarms.comment"))}" aria-label="${esc(t("alarms.comment"))}">
         <button type="submit" class="primary">${esc(t("alarms.ack"))}</button>
-        <button type="button" class="shelve">${esc(t("alarms.shelve"))}</button></form>` : ""}
+        ${a.state === "raised" ? `<button type="button" class="shelve">${esc(t("alarms.shelve"))}</button>` : ""}</form>` : ""}
     </div>`).join("");
     list.querySelectorAll("[data-alarm]").forEach((node) => {
       const form = node.querySelector("form.ack");
@@ -55,7 +55,7 @@ export async function render(el, params, ctx) {
         e.preventDefault();
         await act(() => post(`/api/v1/alarms/${id}/ack`, { comment: form.comment.value }));
       });
-      form.querySelector(".shelve").addEventListener("click", () => act(() => post(`/api/v1/alarms/${id}/shelve`, { minutes: 60 })));
+      form.querySelector(".shelve")?.addEventListener("click", () => act(() => post(`/api/v1/alarms/${id}/shelve`, { minutes: 60 })));
     });
   };
   const act = async (call) => {
@@ -108,7 +108,7 @@ export async function render(el, params, ctx) {
     box.innerHTML = `<table class="values"><tbody>${rules.map((r) => {
       const c = r.condition || {};
       const what = c.type === "threshold" ? `${c.signal} ${c.op} ${c.value}${r.for_s ? ` · ${t("rules.for", { min: num(r.for_s / 60, 1) })}` : ""}` : (c.type || "");
-      return `<tr data-rule="${esc(r.id)}"><td>${esc(r.name)}</td><td>${esc(machineName(r.machine_id))}</td><td>${esc(what)}</td>
+      return `<tr data-rule="${esc(r.id)}"><td>${esc(r.name)}</td><td>${esc(r.machine_id ? machineName(r.machine_id) : r.template || "")}</td><td>${esc(what)}</td>
         <td>${esc(t(`severity.${r.severity}`))}</td><td><button type="button" class="delete">${esc(t("rules.delete"))}</button></td></tr>`;
     }).join("")}</tbody></table>`;
     box.querySelectorAll("[data-rule]").forEach((row) => row.querySelector(".delete").addEventListener("click", async () => {
