@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim_arguments(p)
 
     p = sub.add_parser(
+        "simulate-meter", help="serve a simulated energy meter over Modbus TCP (for the edge)"
+    )
+    from karkhana.sim.modbus import add_arguments as meter_arguments
+
+    meter_arguments(p)
+
+    p = sub.add_parser(
         "edge", help="run the edge agent (store-and-forward to a server), or show its status"
     )
     from karkhana.edge.cli import add_arguments as edge_arguments
@@ -405,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
             logging.getLogger("httpx").setLevel(logging.WARNING)
             return asyncio.run(run_from_args(args))
+        if args.command == "simulate-meter":
+            from karkhana.sim.modbus import run_from_args as run_meter
+
+            return run_meter(args)
         if args.command == "edge":
             from karkhana.edge.cli import run_from_args as run_edge
 

@@ -95,6 +95,19 @@ def format_status(st: dict[str, Any]) -> str:
         f"clock       {'checked' if clock.get('synced') else 'NOT checked'} against the server,"
         f" offset {clock.get('offset_ms')} ms, {clock.get('jumps')} jumps",
     ]
+    for name, counters in sorted((st.get("inputs") or {}).items()):
+        error = counters.get("last_error") or counters.get("last_reason")
+        lines.append(
+            f"input       {name}: {counters.get('points', 0)} samples,"
+            f" {counters.get('errors', counters.get('refused', 0))} errors"
+            + (f" (last: {error})" if error else "")
+        )
+    alarms = st.get("alarms")
+    if alarms:
+        lines.append(
+            f"alarms      {alarms.get('rules')} rules, {alarms.get('open')} open,"
+            f" {alarms.get('unsent')} not yet sent to the server"
+        )
     if st.get("recoveries"):
         lines.append(
             f"recovered   {st['recoveries']} damaged buffer file(s),"
@@ -120,7 +133,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "amqtt", "transitions", "pymodbus", "asyncua"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from karkhana.edge.agent import EdgeAgent
 
     asyncio.run(EdgeAgent(settings).run())

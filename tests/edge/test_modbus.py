@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-import struct
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,19 @@ from karkhana.edge.modbus import (
     load_map,
     load_maps,
 )
+from karkhana.edge.modbus.decode import encode_register
 from karkhana.edge.modbus.registermap import Order, RegisterType
 
-_FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
+encode = encode_register
 
 
-def encode(reg: Register, raw: float) -> list[int]:
-    """The words a device sends for the raw (unscaled) value, in address order."""
-    data = struct.pack(_FORMATS[reg.type], raw)
-    words = [int.from_bytes(data[i : i + 2], reg.byte_order) for i in range(0, len(data), 2)]
-    return words if reg.word_order == "big" else list(reversed(words))
+def test_encoding_scales_rounds_and_saturates() -> None:
+    reg = Register("t", 0, "int16", scale=0.1, offset=-40.0)
+    assert encode_register(reg, 23.5) == [635]  # (23.5 + 40) / 0.1
+    assert decode_register(reg, encode_register(reg, -12.5)) == -12.5
+    assert encode_register(Register("u", 0, "uint16"), -5.0) == [0]
+    assert encode_register(Register("u", 0, "uint16"), 1e9) == [0xFFFF]
+    assert encode_register(Register("f", 0, "float32"), 230.5) == [0x4366, 0x8000]
 
 
 # -- decoding, by hand -------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def test_decode_map_skips_missing_and_nan() -> None:
 def test_decode_map_sdm630_power_in_kw() -> None:
     sdm = load_maps()["eastron_sdm630"]
     reg = sdm.register("power_kw")
-    read = dict(zip(reg.addresses, encode(reg, 12500.0), strict=True))
+    read = dict(zip(reg.addresses, encode(reg, 12.5), strict=True))  # 12,500 W in the device
     assert decode_map(sdm, read) == {"power_kw": pytest.approx(12.5)}
 
 

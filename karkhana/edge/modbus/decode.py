@@ -14,6 +14,12 @@ from karkhana.core.errors import InvalidPayload
 from karkhana.edge.modbus.registermap import Function, Register, RegisterMap
 
 _FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
+_RANGES = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+}
 
 
 def decode_register(reg: Register, words: Sequence[int]) -> float | None:
@@ -35,6 +41,19 @@ def decode_register(reg: Register, words: Sequence[int]) -> float | None:
     if not math.isfinite(value):
         return None
     return value
+
+
+def encode_register(reg: Register, value: float) -> list[int]:
+    """The words a device holds for ``value`` (the inverse of :func:`decode_register`), for
+    simulated devices and tests. Integer types round and saturate at their range."""
+    raw = (value - reg.offset) / reg.scale
+    fmt = _FORMATS[reg.type]
+    if reg.type != "float32":
+        low, high = _RANGES[reg.type]
+        raw = min(high, max(low, round(raw))) if math.isfinite(raw) else 0
+    packed = struct.pack(fmt, raw)
+    words = [int.from_bytes(packed[i : i + 2], reg.byte_order) for i in range(0, len(packed), 2)]
+    return words if reg.word_order == "big" else list(reversed(words))
 
 
 def decode_map(
