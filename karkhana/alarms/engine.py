@@ -460,11 +460,11 @@ def event_from_json(data: object) -> AlarmEvent:
     value = data.get("value")
     if value is not None and not isinstance(value, bool | int | float | str):
         raise InvalidPayload("event.value: a number, boolean or string")
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, int | float) and not isinstance(value, bool) and not abs(value) <= 1e300:
         raise InvalidPayload("event.value: must be finite")
     limit = data.get("limit")
     if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit)
+        isinstance(limit, bool) or not isinstance(limit, int | float) or not abs(limit) <= 1e300
     ):
         raise InvalidPayload("event.limit: a finite number")
     return AlarmEvent(

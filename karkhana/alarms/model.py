@@ -7,7 +7,6 @@ writes it back in the same form.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ROLES = ("admin", "manager", "engineer", "operator", "viewer")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_NUMBER = 1e15
+"""Limits and values beyond this are mistakes (and huge JSON integers overflow a float)."""
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -153,8 +154,12 @@ def _fail(where: str, message: str) -> InvalidPayload:
 
 def _number(data: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
     value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(f"{where}.{key}", "a finite number is required")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not abs(value) <= MAX_NUMBER
+    ):
+        raise _fail(f"{where}.{key}", f"a finite number of at most {MAX_NUMBER:g} is required")
     return float(value)
 
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from karkhana.alarms.model import Threshold, parse_rule, rule_to_json
+from karkhana.alarms.engine import event_from_json
+from karkhana.alarms.model import RULE_FIELDS, Threshold, parse_rule, rule_to_json
+from karkhana.alarms.notify import parse_channel, parse_recipient
 from karkhana.core.errors import InvalidPayload
 
 SIMPLE = {
@@ -94,3 +99,53 @@ def test_deep_nesting_is_refused() -> None:
         condition = {"type": "all", "conditions": [condition]}
     with pytest.raises(InvalidPayload):
         parse_rule({**SIMPLE, "condition": condition}, "r1")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+known_keys = st.sampled_from(
+    sorted(RULE_FIELDS | {"type", "signal", "op", "value", "deadband", "conditions", "in", "window_s",
+                          "sigma", "max_dev", "after_s", "roles", "escalate", "days", "start", "end"})
+)  # fmt: skip
+rule_like = st.recursive(
+    st.dictionaries(known_keys, json_values, max_size=8),
+    lambda children: st.dictionaries(
+        known_keys, children | st.lists(children, max_size=3), max_size=8
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(json_values, rule_like))
+def test_any_json_is_a_rule_or_a_clear_error(data: Any) -> None:
+    try:
+        rule = parse_rule(data, "r1")
+    except InvalidPayload:
+        return
+    assert parse_rule(rule_to_json(rule)) == rule
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(json_values, st.dictionaries(st.sampled_from(
+    ["kind", "host", "port", "sender", "url", "template", "headers", "timeout_s", "security", "name",
+     "role", "channels", "sites", "language", "email", "phone", "quiet", "password"]), json_values,
+    max_size=10)))  # fmt: skip
+def test_any_json_is_a_channel_or_recipient_or_a_clear_error(data: Any) -> None:
+    for parse in (parse_channel, parse_recipient):
+        with contextlib.suppress(InvalidPayload):
+            parse(data, "c1")
+    with contextlib.suppress(InvalidPayload):
+        event_from_json(data)
+
+
+def test_huge_numbers_are_refused_not_crashed() -> None:
+    with pytest.raises(InvalidPayload):
+        parse_rule({**SIMPLE, "condition": {**SIMPLE["condition"], "value": 10**400}}, "r1")
+    with pytest.raises(InvalidPayload):
+        parse_rule({**SIMPLE, "condition": {**SIMPLE["condition"], "value": float("nan")}}, "r1")
