@@ -8,7 +8,11 @@ the old value was in the top tenth of the range and the new one in the bottom te
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from karkhana.production.model import CountBucket
 
@@ -54,3 +58,24 @@ def merge_buckets(total: dict[int, float], rejects: dict[int, float]) -> list[Co
         CountBucket(m, total.get(m, 0.0), rejects.get(m, 0.0))
         for m in sorted(total.keys() | rejects.keys())
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class CountSeries:
+    """Per-minute counts as columns, for long ranges (a month is 43,200 minutes)."""
+
+    minutes: npt.NDArray[np.int64]
+    totals: npt.NDArray[np.float64]
+    rejects: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, buckets: Sequence[CountBucket]) -> CountSeries:
+        return cls.of_rows([(b.minute_ms, b.total, b.rejects) for b in buckets])
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[tuple[int, float, float]]) -> CountSeries:
+        """From ``(minute_ms, total, rejects)`` rows sorted by minute."""
+        if not rows:
+            return cls(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        table = np.array(rows, dtype=np.float64)
+        return cls(table[:, 0].astype(np.int64), table[:, 1], table[:, 2])

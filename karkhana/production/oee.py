@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from karkhana.production.counts import CountSeries
 from karkhana.production.model import STOP_STATES, CountBucket, Interval, Losses, Oee
 from karkhana.production.spans import Cover, Span, clip, merge, subtract
 
@@ -49,7 +50,7 @@ def _startups(intervals: Sequence[Interval], planned: Sequence[Span], params: Oe
 def compute(
     intervals: Sequence[Interval],
     planned: Sequence[Span],
-    counts: Sequence[CountBucket],
+    counts: Sequence[CountBucket] | CountSeries,
     ideal_cycle_s: float | None,
     start_ms: int,
     end_ms: int,
@@ -87,15 +88,12 @@ def compute(
     breakdowns = max(0, planned_ms - run_ms - setup)
 
     startups = _startups(ordered, planned, params)
-    total = rejects = startup_rejects = 0.0
-    for b in counts:
-        if not cover.contains(b.minute_ms):
-            continue
-        total += b.total
-        if b.rejects:
-            rejects += b.rejects
-            if startups.contains(b.minute_ms):
-                startup_rejects += b.rejects
+    series = counts if isinstance(counts, CountSeries) else CountSeries.of(counts)
+    inside_plan = cover.contains_all(series.minutes)
+    total = float(series.totals[inside_plan].sum())
+    rejects = float(series.rejects[inside_plan].sum())
+    at_startup = inside_plan & startups.contains_all(series.minutes)
+    startup_rejects = float(series.rejects[at_startup].sum())
     good = max(0.0, total - rejects)
 
     ideal_ms = None if ideal_cycle_s is None else ideal_cycle_s * 1000.0 * total

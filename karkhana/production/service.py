@@ -36,7 +36,7 @@ from karkhana.production.calendar import (
     shift_on,
     shifts_between,
 )
-from karkhana.production.counts import bucket, increment, minute_of
+from karkhana.production.counts import CountSeries, bucket, increment, minute_of
 from karkhana.production.datafiles import (
     Profiles,
     calendar_for,
@@ -247,10 +247,10 @@ class ProductionService:
         now = self.clock.now_ms()
         async with self._lock:
             for mid, tracker in self.trackers.items():
-                if tracker.silence(now) or (
-                    tracker.state == "no_data" and mid not in self._pending.opened
-                ):
-                    self._note(mid, [])
+                was = (tracker.state, tracker.since_ms)
+                closed = tracker.silence(now)
+                if closed or (tracker.state, tracker.since_ms) != was:
+                    self._note(mid, closed)
             dirty, self._dirty = self._dirty, {}
             for mid, since in dirty.items():
                 if mid in self.machines:
@@ -537,6 +537,27 @@ class ProductionService:
         ]
 
         def write(conn: sqlite3.Connection) -> None:
+            named = (
+                {mid for mid in closed}
+                | {o[0] for o in opened}
+                | {key[0] for key in pending.counts}
+                | {key[0] for key in pending.counters}
+            )
+            marks = ",".join("?" * len(named))
+            existing = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT id FROM machines WHERE id IN ({marks})", tuple(named)
+                )
+            }
+            # a machine deleted since its samples came: its data goes with it
+            for mid in named - existing:
+                closed.pop(mid, None)
+            opened[:] = [o for o in opened if o[0] in existing]
+            for cell in [k for k in pending.counts if k[0] not in existing]:
+                del pending.counts[cell]
+            for counter in [k for k in pending.counters if k[0] not in existing]:
+                del pending.counters[counter]
             for mid, items in closed.items():
                 for iv, auto in items:
                     conn.execute(
@@ -595,11 +616,7 @@ class ProductionService:
                 [(mid, sig, ts, v) for (mid, sig), (ts, v) in pending.counters.items()],
             )
 
-        try:
-            await self.db.execute_write_fn(write)
-        except sqlite3.IntegrityError:
-            # a machine deleted between the sample and this write: forget it at the next refresh
-            log.info("production data of a deleted machine dropped")
+        await self.db.execute_write_fn(write)
 
     def _in_outage(self, site_id: str, start_ms: int) -> bool:
         site = self.sites.get(site_id)
@@ -856,23 +873,23 @@ class ProductionService:
 
     async def counts(
         self, machine_ids: Sequence[str], start: int, end: int
-    ) -> dict[str, list[CountBucket]]:
-        if not machine_ids:
-            return {}
-        marks = ",".join("?" * len(machine_ids))
+    ) -> dict[str, CountSeries]:
+        """Per-minute counts of each machine in ``[start, end)``, as columns."""
 
-        def read(conn: sqlite3.Connection) -> dict[str, list[CountBucket]]:
-            out: dict[str, list[CountBucket]] = {mid: [] for mid in machine_ids}
-            for mid, minute, total, rejects in conn.execute(
-                "SELECT machine_id, minute_ms, total, rejects FROM production_counts"
-                f" WHERE machine_id IN ({marks}) AND minute_ms >= ? AND minute_ms < ?"
-                " ORDER BY machine_id, minute_ms",
-                (*machine_ids, start - start % 60_000, end),
-            ):
-                out[mid].append(CountBucket(minute, total, rejects))
-            return out
+        def read(conn: sqlite3.Connection) -> dict[str, CountSeries]:
+            return {
+                mid: CountSeries.of_rows(
+                    conn.execute(
+                        "SELECT minute_ms, total, rejects FROM production_counts"
+                        " WHERE machine_id = ? AND minute_ms >= ? AND minute_ms < ?"
+                        " ORDER BY minute_ms",
+                        (mid, start - start % 60_000, end),
+                    ).fetchall()
+                )
+                for mid in machine_ids
+            }
 
-        return await self.db.execute_read_fn(read)
+        return await self.db.execute_read_fn(read) if machine_ids else {}
 
     def planned(self, site_id: str, start: int, end: int) -> list[Span]:
         site = self.sites.get(site_id)
@@ -896,7 +913,7 @@ class ProductionService:
             out[m.id] = oee_calc.compute(
                 [iv for _, iv in ivs.get(m.id, [])],
                 planned,
-                counts.get(m.id, []),
+                counts.get(m.id, CountSeries.of([])),
                 m.template.ideal_cycle_time_s if m.template else None,
                 start,
                 end,

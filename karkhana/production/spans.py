@@ -5,6 +5,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 Span = tuple[int, int]
 
 
@@ -76,3 +79,13 @@ class Cover:
     @property
     def length(self) -> int:
         return self._prefix[-1]
+
+    def contains_all(self, times: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """``contains`` for many instants at once."""
+        if not self.spans or not len(times):
+            return np.zeros(len(times), dtype=bool)
+        starts = np.asarray(self._starts, dtype=np.int64)
+        ends = np.asarray(self._ends, dtype=np.int64)
+        i = np.searchsorted(starts, times, side="right") - 1
+        inside: npt.NDArray[np.bool_] = (i >= 0) & (times < ends[np.clip(i, 0, None)])
+        return inside
