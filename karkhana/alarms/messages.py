@@ -108,7 +108,7 @@ def render(
     timezone: str = "Asia/Karachi",
 ) -> str:
     """One message of ``kind`` (above, below, rate, deviation, stale, state) in ``lang``."""
-    time = datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(timezone)).strftime("%H:%M")
+    time = clock_time(ts_ms, timezone)
     if kind == "stale" and isinstance(value, int | float) and value >= 120:
         value, limit, unit = value / 60, None if limit is None else limit / 60, "min"
     if kind == "state" and not limit:
@@ -143,6 +143,13 @@ def render(
     return " ".join(text.split())
 
 
-def wrap(cat: Catalogue, lang: Language, kind: str, text: str, minutes: int = 0) -> str:
+def wrap(
+    cat: Catalogue, lang: Language, kind: str, text: str, minutes: int = 0, time: str = ""
+) -> str:
     """An escalation or all-clear around an alarm's message."""
-    return cat.messages[lang][kind].format(text=text, minutes=minutes)
+    return cat.messages[lang][kind].format(text=text, minutes=minutes, time=time)
+
+
+def clock_time(ts_ms: int, timezone: str) -> str:
+    """HH:MM of an instant in a time zone."""
+    return datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(timezone)).strftime("%H:%M")

@@ -118,6 +118,8 @@ class Notify:
 
     roles: tuple[str, ...] = ("operator",)
     escalate: tuple[Escalation, ...] = ()
+    on_clear: bool = False
+    """Also tell everyone who was told when the alarm clears."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +292,10 @@ def _roles(value: object, where: str) -> tuple[str, ...]:
 def parse_notify(data: object, where: str = "notify") -> Notify:
     if not isinstance(data, Mapping):
         raise _fail(where, "an object is required")
-    _known(data, {"roles", "escalate"}, where)
+    _known(data, {"roles", "escalate", "on_clear"}, where)
+    on_clear = data.get("on_clear", False)
+    if not isinstance(on_clear, bool):
+        raise _fail(f"{where}.on_clear", "true or false")
     roles = _roles(data.get("roles", ["operator"]), f"{where}.roles")
     steps = data.get("escalate", [])
     if not isinstance(steps, list) or len(steps) > 8:
@@ -307,7 +312,7 @@ def parse_notify(data: object, where: str = "notify") -> Notify:
             raise _fail(f"{at}.after_min", "steps must come later and later")
         last = after
         escalate.append(Escalation(after, _roles(step.get("roles"), f"{at}.roles")))
-    return Notify(roles, tuple(escalate))
+    return Notify(roles, tuple(escalate), on_clear)
 
 
 RULE_FIELDS = {
@@ -433,6 +438,7 @@ def rule_to_json(rule: Rule) -> dict[str, Any]:
             "escalate": [
                 {"after_min": e.after_min, "roles": list(e.roles)} for e in rule.notify.escalate
             ],
+            "on_clear": rule.notify.on_clear,
         },
         "repeat_window_s": rule.repeat_window_s,
     }

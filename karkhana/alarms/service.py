@@ -27,6 +27,7 @@ from karkhana.alarms.messages import (
     Catalogue,
     Language,
     Subject,
+    clock_time,
     default_catalogue,
     render,
     wrap,
@@ -372,7 +373,7 @@ class AlarmService:
                 if texts is not None:
                     done, n = self._raise(conn, ev, texts, now)
                 else:
-                    done, n = self._clear(conn, ev), 0
+                    done, n = self._clear(conn, ev, now)
                 changed += done
                 planned += n
             return changed, planned
@@ -447,7 +448,7 @@ class AlarmService:
         roles = rule.notify.roles if rule else ("operator",)
         return 1, self._plan(conn, alarm_json(row), roles, "raised", 0, now)
 
-    def _clear(self, conn: sqlite3.Connection, ev: AlarmEvent) -> int:
+    def _clear(self, conn: sqlite3.Connection, ev: AlarmEvent, now: int) -> tuple[int, int]:
         row = conn.execute(
             "SELECT alarm_id FROM alarm_raises WHERE event_id = ?", (ev.id,)
         ).fetchone()
@@ -458,12 +459,23 @@ class AlarmService:
                 (ev.rule_id, ev.machine_id, ev.ts),
             ).fetchone()
         if row is None:
-            return 0
-        return conn.execute(
+            return 0, 0
+        if not conn.execute(
             "UPDATE alarms SET state = 'cleared', cleared_ms = ?, last_ms = ?,"
             " shelved_until_ms = NULL WHERE id = ? AND cleared_ms IS NULL",
             (ev.ts, ev.ts, row[0]),
-        ).rowcount
+        ).rowcount:
+            return 0, 0
+        rule = self.rules.get(ev.rule_id)
+        if rule is None or not rule.notify.on_clear:
+            return 1, 0
+        alarm_row = conn.execute(
+            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE id = ?", (row[0],)
+        ).fetchone()
+        told = {*rule.notify.roles}
+        for step in rule.notify.escalate[: alarm_row[-1]]:
+            told.update(step.roles)
+        return 1, self._plan(conn, alarm_json(alarm_row), sorted(told), "cleared", 0, now)
 
     def _plan(
         self,
@@ -481,6 +493,10 @@ class AlarmService:
             text = str(alarm["message"][person.language])
             if reason == "escalated":
                 text = wrap(self.catalogue, person.language, "escalated", text, minutes)
+            elif reason == "cleared":
+                m = self.machines.get(str(alarm["machine_id"]))
+                at = clock_time(alarm["cleared_ms"], m.timezone if m else "UTC")
+                text = wrap(self.catalogue, person.language, "cleared", text, time=at)
             subject = f"[{severity}] {text}"[:160]
             wake = quiet_until(person.quiet, now, severity)
             for cid in person.channels:

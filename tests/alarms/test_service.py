@@ -421,3 +421,38 @@ async def test_rules_for_an_edge_gateway_bind_again_on_the_edge(
         e.id for e in await rt.alarms.process([Sample("loom-3", "bearing_temp_c", ts, 80.0)])
     ] == [event.id]
     assert await rt.alarms.import_events([event]) == 0
+
+
+async def test_all_clear_goes_to_everyone_who_was_told(
+    rt: Runtime, clock: FakeClock, webhook: Webhook
+) -> None:
+    token = await build_mill(rt)
+    await add_webhook_recipient(rt, webhook)
+    await rt.alarms.put_recipient(
+        "engineer-desk",
+        {"name": "Engineer", "role": "engineer", "channels": ["hook"], "language": "ur"},
+        "admin",
+    )
+    await rt.alarms.put_recipient(
+        "manager-desk", {"name": "Manager", "role": "manager", "channels": ["hook"]}, "admin"
+    )
+    notify = {"roles": ["operator"], "escalate": [{"after_min": 5, "roles": ["engineer"]},
+              {"after_min": 60, "roles": ["manager"]}], "on_clear": True}  # fmt: skip
+    await rt.alarms.create_rule({**HOT, "notify": notify}, "admin", None)
+    now = clock.now_ms()
+    await send(rt, token, now, bearing_temp_c=80.0)
+    await until(lambda: asyncio.sleep(0, len(webhook.received) == 1))
+    clock.advance(6 * 60_000)
+    await rt.alarms.tick()
+    await until(lambda: asyncio.sleep(0, len(webhook.received) == 2))
+    await send(rt, token, now + 7 * 60_000, bearing_temp_c=60.0)
+    await until(lambda: asyncio.sleep(0, len(webhook.received) == 4))
+    await asyncio.sleep(0.2)
+    cleared = [r.json() for r in webhook.received if r.json()["event"] == "cleared"]
+    assert len(cleared) == 2 and len(webhook.received) == 4  # the manager was never told
+    english = next(c["text"] for c in cleared if c["text"].startswith("Back"))
+    urdu = next(c["text"] for c in cleared if not c["text"].startswith("Back"))
+    assert (
+        english.startswith("Back to normal at ") and "It was: Loom 3 bearing temperature" in english
+    )
+    assert "پر حالت معمول پر آ گئی۔ پہلے: لوم 3" in urdu  # noqa: RUF001 (Urdu full stop)
