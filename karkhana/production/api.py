@@ -117,6 +117,7 @@ async def overview(
 ) -> dict[str, Any]:
     """Every production machine: state, speed, this shift's output and OEE."""
     service = _service(rt)
+    await service.look_up(("site", site_id))
     sites = visible_sites(user)
     if site_id:
         service.site(site_id)
@@ -136,7 +137,9 @@ async def machine_states(
 ) -> dict[str, Any]:
     """State intervals, with planned stops from the shift calendar laid over them."""
     t_start, t_end = _range(rt, start, end)
-    return {"intervals": await _service(rt).states(machine_id, t_start, t_end)}
+    service = _service(rt)
+    await service.look_up(("machine", machine_id))
+    return {"intervals": await service.states(machine_id, t_start, t_end)}
 
 
 @router.post("/machines/{machine_id}/rebuild")
@@ -152,6 +155,7 @@ async def rebuild(
     now = rt.clock.now_ms()
     if not now - 400 * DAY_MS <= t_start < now:
         raise InvalidPayload("start: must be in the past 400 days")
+    await _service(rt).look_up(("machine", machine_id))
     await _service(rt).rebuild(machine_id, t_start)
     await rt.audit.record(
         user.username,
@@ -176,6 +180,7 @@ async def oee(
 ) -> dict[str, Any]:
     """OEE of a machine, line or site (default: every production machine the user sees)."""
     service = _service(rt)
+    await service.look_up(("machine", machine_id), ("line", line_id), ("site", site_id))
     scope = service.scope(visible_sites(user), machine_id, line_id, site_id)
     if shift == "current":
         if scope.site is None:
@@ -200,6 +205,7 @@ async def stops(
 ) -> dict[str, Any]:
     """Stops in planned production time, oldest first; ``end_ms`` null while a stop lasts."""
     service = _service(rt)
+    await service.look_up(("machine", machine_id), ("site", site_id))
     scope = service.scope(visible_sites(user), machine_id, None, site_id)
     t_start, t_end = _range(rt, start, end)
     found = await service.stops(scope.machines, t_start, t_end)
@@ -250,6 +256,7 @@ async def pareto(
 ) -> dict[str, Any]:
     """Downtime in planned production time by reason or by machine, longest first."""
     service = _service(rt)
+    await service.look_up(("site", site_id))
     scope = service.scope(visible_sites(user), None, None, site_id)
     t_start, t_end = _range(rt, start, end)
     items = await service.pareto(scope.machines, by, t_start, t_end)
@@ -288,6 +295,7 @@ async def _report(
     site_id: str | None,
 ) -> Response:
     service = _service(rt)
+    await service.look_up(("site", site_id))
     site = _site_for(service, user, site_id)
     when = _day(day, rt, site)
     report = await service.report(site, kind, when, shift if kind == "shift" else None)

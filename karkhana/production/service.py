@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ FLUSH_S = 1.0
 TICK_S = 5.0
 REFRESH_S = 30.0
 REPORT_CHECK_S = 60.0
+LOOK_UP_S = 1.0
+"""At most one refresh a second for requests that name unknown machines."""
 
 
 @dataclass(slots=True)
@@ -174,6 +177,7 @@ class ProductionService:
         self._unknown: set[str] = set()
         """Devices heard from that no machine binds (a new machine makes the next tick look)."""
         self._refresh_soon = False
+        self._looked_up = -LOOK_UP_S
         self._auto: set[tuple[str, int]] = set()
         """Stops (machine, start) that began in a grid outage, until written."""
         self._pending = _Pending()
@@ -824,6 +828,21 @@ class ProductionService:
             del self._pending.counts[key]
 
     # -- reading -----------------------------------------------------------------------------
+    async def look_up(self, *ids: tuple[str, str | None]) -> None:
+        """Refresh from the asset model when a request names a machine, line or site this
+        service has not seen yet (created in the last seconds)."""
+        known = {
+            "machine": self.machines.keys(),
+            "line": {m.line_id for m in self.machines.values()},
+            "site": self.sites.keys(),
+        }
+        now = time.monotonic()
+        if now - self._looked_up >= LOOK_UP_S and any(
+            value and value not in known[kind] for kind, value in ids
+        ):
+            self._looked_up = now
+            await self.refresh()
+
     def machine(self, machine_id: str) -> MachineInfo:
         m = self.machines.get(machine_id)
         if m is None:

@@ -260,3 +260,12 @@ async def test_every_production_route_has_a_policy(mill: Runtime) -> None:
     routes = [r for r in route_table(create_app(mill)) if "/production/" in r[1]]
     assert len(routes) == 12
     assert all(r in POLICIES for r in routes)
+
+
+async def test_a_machine_created_a_moment_ago_is_found(
+    api: httpx.AsyncClient, mill: Runtime
+) -> None:
+    await mill.assets.create_machine("L2", "mill-shed", "Loom 2", "power_loom", "loom-2")
+    r = await api.get("/api/v1/production/oee", params={"machine_id": "L2"})
+    assert r.status_code == 200, r.text
+    assert r.json()["planned_ms"] == 0  # it has not reported yet

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from karkhana.core.clock import FakeClock
 from karkhana.core.model import Sample
 from karkhana.runtime import Runtime
+from tests.conftest import make_settings
 from tests.production.support import (
     FAULT,
     MICRO,
@@ -16,6 +18,7 @@ from tests.production.support import (
     OUTAGE,
     SHIFT_A,
     STEP,
+    build_mill,
     day_samples,
     settle,
 )
@@ -141,3 +144,32 @@ async def test_shift_reports_are_written_once(mill: Runtime, clock: FakeClock) -
     assert not any(
         p.name.startswith("2026-06-03-shift-A") for p in await mill.production.write_due_reports()
     )
+
+
+async def test_a_restart_continues_states_and_counts(tmp_path: Path, clock: FakeClock) -> None:
+    samples, picks = day_samples()
+    half = [s for s in samples if s.ts < OUTAGE[0] + 10 * M]
+    rt = Runtime(make_settings(tmp_path), clock)
+    await rt.start(mqtt=False)
+    try:
+        await build_mill(rt)
+        await rt.store.write(half)
+        await settle(rt, "L1", half[-1].ts)
+    finally:
+        await rt.stop()
+    rt = Runtime(make_settings(tmp_path), clock)
+    await rt.start(mqtt=False)
+    try:
+        rest = samples[len(half) :]
+        await rt.store.write(rest)
+        await settle(rt, "L1", rest[-1].ts)
+        r = await rt.production.oee([rt.production.machine("L1")], SHIFT_A, NOW)
+        assert r.total_count == picks and r.run_ms == 150 * M
+        stops = await rt.production.stops([rt.production.machine("L1")], SHIFT_A, NOW)
+        assert [(s.start_ms, s.end_ms, s.reason_id) for s in stops] == [
+            (OUTAGE[0], OUTAGE[1], "power_outage"),
+            (MICRO[0], MICRO[1], None),
+            (FAULT[0], FAULT[1], None),
+        ]
+    finally:
+        await rt.stop()
