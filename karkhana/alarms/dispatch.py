@@ -92,7 +92,9 @@ async def send_webhook(client: httpx.AsyncClient, channel: WebhookChannel, body:
             channel.url, headers=dict(channel.headers), timeout=channel.timeout_s, **body_kw
         )
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-        raise DeliveryError(f"webhook {channel.id}: {type(exc).__name__} {exc}") from None
+        # network errors say what failed; others may quote the URL, which can hold a token
+        detail = f" {exc}" if isinstance(exc, httpx.TransportError) else ""
+        raise DeliveryError(f"webhook {channel.id}: {type(exc).__name__}{detail}") from None
     if response.status_code >= 300:
         raise DeliveryError(f"webhook {channel.id}: HTTP {response.status_code}")
 
