@@ -620,7 +620,14 @@ class ProductionService:
                 [(mid, sig, ts, v) for (mid, sig), (ts, v) in pending.counters.items()],
             )
 
-        await self.db.execute_write_fn(write)
+        try:
+            await self.db.execute_write_fn(write)
+        except KarkhanaError:
+            # nothing of it was written: derive it again from stored telemetry once the
+            # database takes writes again
+            for mid, t in _earliest(pending, opened).items():
+                self._dirty[mid] = min(self._dirty.get(mid, t), t)
+            raise
 
     def _in_outage(self, site_id: str, start_ms: int) -> bool:
         site = self.sites.get(site_id)
@@ -1271,6 +1278,25 @@ class ProductionService:
             raise KarkhanaError(f"cannot write report {stem}: {exc.strerror}") from None
         log.info("wrote production report %s/%s", site.id, stem)
         return [csv_path, pdf_path]
+
+
+def _earliest(
+    pending: _Pending, opened: Sequence[tuple[str, int, MachineState, bool]]
+) -> dict[str, int]:
+    """The earliest instant each machine's pending writes touch."""
+    out: dict[str, int] = {}
+
+    def note(mid: str, t: int) -> None:
+        out[mid] = min(out.get(mid, t), t)
+
+    for mid, ivs in pending.closed.items():
+        for iv in ivs:
+            note(mid, iv.start_ms)
+    for mid, since, _, _ in opened:
+        note(mid, since)
+    for mid, minute in pending.counts:
+        note(mid, minute)
+    return out
 
 
 def oee_factors(r: Oee | None) -> dict[str, float] | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
 from karkhana.core.clock import FakeClock
+from karkhana.core.errors import StoreUnavailable
 from karkhana.core.model import Sample
 from karkhana.runtime import Runtime
 from tests.conftest import make_settings
@@ -173,3 +175,32 @@ async def test_a_restart_continues_states_and_counts(tmp_path: Path, clock: Fake
         ]
     finally:
         await rt.stop()
+
+
+async def test_a_failed_write_is_rebuilt_from_telemetry(
+    mill: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = mill.production
+    clock.set(NOW + 5 * M)
+    fresh = [Sample("loom-1", "state", t, "stopped") for t in range(NOW, NOW + 5 * M, STEP)]
+    real = service.db.execute_write_fn
+
+    async def disk_full(fn: object) -> None:
+        raise StoreUnavailable("storage failure: disk is full", reason="disk_full")
+
+    monkeypatch.setattr(service.db, "execute_write_fn", disk_full)
+    await mill.store.write(fresh)
+    for _ in range(200):
+        if service.trackers["L1"].last_seen == fresh[-1].ts:
+            break
+        await asyncio.sleep(0.01)
+    with contextlib.suppress(StoreUnavailable):  # unless the service's own flush failed first
+        await service.flush()
+    assert "L1" in service._dirty
+    monkeypatch.setattr(service.db, "execute_write_fn", real)
+    await service.tick()
+    states = await service.states("L1", FAULT[1], NOW + 5 * M)
+    assert [(i["start_ms"], i["state"]) for i in states] == [
+        (FAULT[1], "running"),
+        (NOW, "stopped"),
+    ]
