@@ -265,3 +265,21 @@ def test_late_samples_do_not_make_a_stale_signal_fresh() -> None:
     backlog = [(T0 + 120_000, None), (T0 + 10_000, 60.0), (T0 + 20_000, 61.0), (T0 + 100_000, 62.0)]
     events = run(r, [(T0, 60.0), *backlog])
     assert [(e.kind, e.ts) for e in events] == [("raised", T0 + 120_000), ("cleared", T0 + 100_000)]
+
+
+def test_the_engine_runs_without_the_server() -> None:
+    """The edge agent imports the engine, model and messages alone: none of them may pull in the
+    server (FastAPI, the store, the HTTP client)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, karkhana.alarms.engine, karkhana.alarms.model, karkhana.alarms.messages;"
+        "print(sorted({m.split('.')[0] if not m.startswith('karkhana') else '.'.join(m.split('.')[:2])"
+        " for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = out.stdout
+    for server_part in ("fastapi", "starlette", "httpx", "sqlite3", "karkhana.store", "karkhana.api",
+                        "karkhana.security", "karkhana.runtime"):  # fmt: skip
+        assert f"'{server_part}'" not in loaded, server_part

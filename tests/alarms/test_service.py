@@ -456,3 +456,36 @@ async def test_all_clear_goes_to_everyone_who_was_told(
         english.startswith("Back to normal at ") and "It was: Loom 3 bearing temperature" in english
     )
     assert "پر حالت معمول پر آ گئی۔ پہلے: لوم 3" in urdu  # noqa: RUF001 (Urdu full stop)
+
+
+async def test_a_dead_smtp_server_delays_only_its_own_messages(
+    rt: Runtime, clock: FakeClock, webhook: Webhook
+) -> None:
+    from tests.conftest import free_port
+
+    token = await build_mill(rt)
+    await rt.alarms.put_channel("hook", {"kind": "webhook", "url": webhook.url}, "admin")
+    await rt.alarms.put_channel(
+        "mail", {"kind": "email", "host": "127.0.0.1", "port": free_port(), "sender": "alarms@mill.pk",
+                 "timeout_s": 2}, "admin",
+    )  # fmt: skip
+    await rt.alarms.put_recipient(
+        "op",
+        {"name": "Op", "role": "operator", "channels": ["mail", "hook"], "email": "op@mill.pk"},
+        "admin",
+    )
+    await rt.alarms.create_rule(HOT, "admin", None)
+    await send(rt, token, clock.now_ms(), bearing_temp_c=75.0)
+    await until(lambda: asyncio.sleep(0, webhook.received))
+
+    async def mail_tried() -> bool:
+        return any(r["channel_id"] == "mail" and r["attempts"] == 1 for r in await outbox(rt))
+
+    await until(mail_tried)
+    rows = {r["channel_id"]: r for r in await outbox(rt)}
+    assert rows["hook"]["state"] == "sent"
+    assert rows["mail"]["state"] == "pending" and rows["mail"]["attempts"] == 1
+    assert (
+        rows["mail"]["last_error"].startswith("SMTP 127.0.0.1")
+        and rows["mail"]["next_ms"] > clock.now_ms()
+    )
