@@ -158,19 +158,19 @@ def machine_day(draw: st.DrawFn) -> tuple[list[Interval], list[CountBucket], int
     intervals: list[Interval] = []
     counts: list[CountBucket] = []
     while t < end:
-        length = draw(st.sampled_from([1, 1, 2, 3, 5, 15, 60, 150])) * M
+        length = draw(st.sampled_from([150, 60, 15, 5, 3, 2, 1, 1])) * M  # shrinks to long
         state = draw(st.sampled_from(STATES))
         loss = draw(st.sampled_from([None, None, "setup", "planned"]))
         intervals.append(Interval(t, t + length, state, None, loss if state != "running" else None))
         if state == "running":
-            for minute in range(t, t + length, M):
-                total = draw(st.integers(0, 120))  # ideal 0.5 s: at most 120 a minute
-                counts.append(CountBucket(minute, total, draw(st.integers(0, total))))
+            total = draw(st.integers(0, 120))  # ideal 0.5 s: at most 120 a minute
+            rejects = draw(st.integers(0, total))
+            counts += [CountBucket(minute, total, rejects) for minute in range(t, t + length, M)]
         t += length
     return intervals, counts, start, end
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(machine_day())
 def test_factors_stay_within_zero_and_one(
     case: tuple[list[Interval], list[CountBucket], int, int],
@@ -192,7 +192,7 @@ def test_factors_stay_within_zero_and_one(
     assert r.good_count <= r.total_count
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(machine_day())
 def test_shifts_add_up_to_the_day(case: tuple[list[Interval], list[CountBucket], int, int]) -> None:
     intervals, counts, start, end = case
