@@ -393,6 +393,21 @@ class RuleSet:
             if s is not None and s.alarm_id is not None
         }
 
+    def fresh(self) -> list[int]:
+        """Indices of the rules that have no state yet."""
+        return [i for i, s in enumerate(self.states) if s is None]
+
+    def feed_some(self, indices: Iterable[int], samples: Sequence[Sample]) -> list[AlarmEvent]:
+        """Evaluate ``samples`` (oldest first) against some of the rules only."""
+        events: list[AlarmEvent] = []
+        for i in indices:
+            rule = self.rules[i]
+            for sample in samples:
+                if (sample.device_id, sample.key) in rule.by_key:
+                    self.states[i], found = evaluate(rule, self.states[i], sample)
+                    events.extend(found)
+        return events
+
     def feed(self, samples: Iterable[Sample]) -> list[AlarmEvent]:
         events: list[AlarmEvent] = []
         index, rules, states = self._index, self.rules, self.states

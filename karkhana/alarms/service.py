@@ -52,6 +52,7 @@ from karkhana.core.clock import Clock
 from karkhana.core.errors import Conflict, Forbidden, InvalidPayload, KarkhanaError, NotFound
 from karkhana.core.model import Sample
 from karkhana.security.audit import AuditLog
+from karkhana.store.base import Store
 from karkhana.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -139,12 +140,14 @@ class AlarmService:
         audit: AuditLog,
         clock: Clock,
         *,
+        store: Store | None = None,
         catalogue: Catalogue | None = None,
         tick_s: float = 1.0,
         max_attempts: int = 8,
         backoff_base_ms: int = 2_000,
     ) -> None:
         self.db = db
+        self.store = store
         self.assets = assets
         self.audit = audit
         self.clock = clock
@@ -335,7 +338,12 @@ class AlarmService:
         return out
 
     async def _rebind(self) -> None:
+        """Bind the rules again; rules that start fresh (new, changed, or after a restart) are
+        latched to their open alarm and primed with the latest value of each of their signals,
+        so that a new rule judges the current value at once and a sample committed just before
+        a restart still raises its alarm."""
         self.ruleset.replace(self._bind_all())
+        fresh = self.ruleset.fresh()
         open_ = await self.db.execute_read_fn(
             lambda c: c.execute(
                 "SELECT id, rule_id, machine_id, raised_ms FROM alarms WHERE state != 'cleared'"
@@ -344,6 +352,37 @@ class AlarmService:
         now = self.clock.now_ms()
         for aid, rule_id, machine_id, raised in open_:
             self.ruleset.latch(rule_id, machine_id, raised, aid, now)
+        if self.store is None or not fresh:
+            return
+        devices = {s.device_id for i in fresh for s in self.ruleset.rules[i].sources}
+        booleans = self._boolean_keys()
+        latest = [
+            Sample(
+                device,
+                value.key,
+                value.ts,
+                bool(value.value) if (device, value.key) in booleans else value.value,
+            )
+            for device in sorted(devices)
+            for value in await self.store.latest(device)
+        ]
+        latest.sort(key=lambda s: s.ts)
+        events = self.ruleset.feed_some(fresh, latest)
+        if events:
+            await self._apply(events)
+
+    def _boolean_keys(self) -> set[tuple[str, str]]:
+        """Device keys of boolean signals (the store keeps booleans as numbers)."""
+        keys = set()
+        for m in self.machines.values():
+            template = self.assets.templates.get(m.template)
+            if template is None:
+                continue
+            for spec in template.signals:
+                source = m.signals.get(spec.key)
+                if spec.kind == "bool" and source is not None:
+                    keys.add((source.device_id, source.key))
+        return keys
 
     # -- events ------------------------------------------------------------------------
     def _texts(self, ev: AlarmEvent) -> dict[Language, str]:

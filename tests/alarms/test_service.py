@@ -489,3 +489,40 @@ async def test_a_dead_smtp_server_delays_only_its_own_messages(
         rows["mail"]["last_error"].startswith("SMTP 127.0.0.1")
         and rows["mail"]["next_ms"] > clock.now_ms()
     )
+
+
+async def test_a_new_rule_judges_the_latest_values_at_once(rt: Runtime, clock: FakeClock) -> None:
+    token = await build_mill(rt)
+    now = clock.now_ms()
+    await send(rt, token, now, bearing_temp_c=75.0, fault=True)
+    await rt.alarms.create_rule(HOT, "admin", None)
+    (alarm,) = await until(lambda: alarms(rt, "open"))
+    assert alarm["raised_ms"] == now and alarm["value"] == 75.0
+    # a boolean signal keeps its meaning although the store keeps it as a number
+    faulty = {
+        **HOT,
+        "id": "faulty",
+        "condition": {"type": "state", "signal": "fault", "in": ["true"]},
+    }
+    await rt.alarms.create_rule(faulty, "admin", None)
+    await until(lambda: _n_open(rt, 2))
+
+
+async def test_a_sample_committed_before_a_restart_still_raises(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    settings = make_settings(tmp_path)
+    first = Runtime(settings, clock)
+    await first.start(mqtt=False)
+    token = await build_mill(first)
+    await first.alarms.create_rule(HOT, "admin", None)
+    await first.alarms.stop()  # the alarm service is gone (a crash) while ingestion commits
+    await send(first, token, clock.now_ms(), bearing_temp_c=75.0)
+    await first.stop()
+    second = Runtime(settings, clock)
+    await second.start(mqtt=False)
+    try:
+        (alarm,) = await until(lambda: alarms(second, "open"))
+        assert alarm["raised_ms"] == clock.now_ms()
+    finally:
+        await second.stop()
