@@ -254,6 +254,10 @@ class ProductionService:
                 was = (tracker.state, tracker.since_ms)
                 closed = tracker.silence(now)
                 if closed or (tracker.state, tracker.since_ms) != was:
+                    m = self.machines.get(mid)
+                    # a device without a UPS falls silent when the grid goes
+                    if m is not None and self._in_outage(m.site_id, tracker.since_ms):
+                        self._auto.add((mid, tracker.since_ms))
                     self._note(mid, closed)
             dirty, self._dirty = self._dirty, {}
             for mid, since in dirty.items():

@@ -204,3 +204,19 @@ async def test_a_failed_write_is_rebuilt_from_telemetry(
         (FAULT[1], "running"),
         (NOW, "stopped"),
     ]
+
+
+async def test_a_loom_silent_in_an_outage_is_labelled_load_shedding(
+    mill: Runtime, clock: FakeClock
+) -> None:
+    # the loom's gateway has no UPS: it falls silent as the panel reports the grid gone
+    await mill.store.write(
+        [Sample("loom-1", "state", NOW, "running"), Sample("panel", "source", NOW + 20_000, "none")]
+    )
+    await settle(mill, "L1", NOW)
+    clock.set(NOW + 5 * M)
+    await mill.production.tick()
+    stops = await mill.production.stops([mill.production.machine("L1")], NOW, NOW + 5 * M)
+    assert [(s.start_ms, s.state, s.reason_id, s.auto) for s in stops] == [
+        (NOW, "no_data", "power_outage", True)
+    ]
