@@ -807,6 +807,8 @@ class AlarmService:
                 raise InvalidPayload(f"template: no machine template {rule.template}")
             have = {s.key for s in template.signals}
             where = f"template {template.id}"
+            if rule.site_id is not None:
+                await self.assets.site_of("sites", rule.site_id)  # NotFound for no such site
         for leaf in leaves(rule.condition):
             if leaf.signal not in have:
                 raise InvalidPayload(f"condition: {where} has no signal {leaf.signal}")

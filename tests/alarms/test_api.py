@@ -164,6 +164,15 @@ async def test_rules_crud_validation_and_audit(runtime: Runtime, admin: httpx.As
         await admin.post("/api/v1/rules", json={**RULE, "machine_id": "L99"})
     ).status_code == 404
     assert (await admin.post("/api/v1/rules", json=[1, 2])).status_code == 422
+    template_rule = {k: v for k, v in RULE.items() if k != "machine_id"} | {
+        "template": "power_loom"
+    }
+    assert (
+        await admin.post("/api/v1/rules", json={**template_rule, "site_id": "nowhere"})
+    ).status_code == 404
+    assert (
+        await admin.post("/api/v1/rules", json={**template_rule, "template": "toaster"})
+    ).status_code == 400
 
     changed = {**RULE, "severity": "critical", "for_s": 60}
     r = await admin.put("/api/v1/rules/hot", json=changed)
