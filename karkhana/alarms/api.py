@@ -60,7 +60,7 @@ async def list_alarms(
     end: Annotated[str | None, Query(description="raised before: epoch ms or ISO 8601")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Alarms of the caller's sites, newest first; ``open`` = raised, acknowledged or shelved."""
+    """Alarms of the caller's sites, newest first; ``open`` = raised or acknowledged."""
     alarms = await rt.alarms.list_alarms(
         visible_sites(user),
         state=state,

@@ -66,6 +66,8 @@ ALARM_COLUMNS = (
     " shelved_until_ms, count, origin, last_ms, level"
 )
 MAX_SHELVE_MIN = 7 * 24 * 60
+KEEP_MS = 90 * 86_400_000
+"""How long sent notifications and the ids of raise events are kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,8 @@ class AlarmService:
             try:
                 if beats % 10 == 0:
                     await self.refresh_machines()
+                if beats % 3600 == 1:
+                    await self.prune()
                 await self.tick()
             except KarkhanaError as exc:
                 log.error("alarm housekeeping failed: %s", exc.message)
@@ -241,6 +245,19 @@ class AlarmService:
                 planned = await self.db.execute_write_fn(lambda c: self._housekeep(c, now))
             if planned:
                 self.dispatcher.wake()
+
+    async def prune(self, now_ms: int | None = None) -> int:
+        """Forget delivered, failed and dropped notifications, and the raise ids kept for
+        idempotent imports, after ``KEEP_MS``; alarms themselves are history and stay."""
+        cutoff = (self.clock.now_ms() if now_ms is None else now_ms) - KEEP_MS
+
+        def write(conn: sqlite3.Connection) -> int:
+            gone = conn.execute(
+                "DELETE FROM notify_outbox WHERE state != 'pending' AND created_ms < ?", (cutoff,)
+            ).rowcount
+            return gone + conn.execute("DELETE FROM alarm_raises WHERE ts < ?", (cutoff,)).rowcount
+
+        return await self.db.execute_write_fn(write)
 
     def _escalation_due(self, rule_id: str, level: int, raised_ms: int, now: int) -> bool:
         rule = self.rules.get(rule_id)
@@ -660,7 +677,7 @@ class AlarmService:
         where: list[str] = []
         params: list[Any] = []
         if state == "open":
-            where.append("state IN ('raised', 'acknowledged', 'shelved')")
+            where.append("state IN ('raised', 'acknowledged')")
         elif state != "all":
             where.append("state = ?")
             params.append(state)

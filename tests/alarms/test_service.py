@@ -526,3 +526,18 @@ async def test_a_sample_committed_before_a_restart_still_raises(
         assert alarm["raised_ms"] == clock.now_ms()
     finally:
         await second.stop()
+
+
+async def test_old_notifications_are_pruned_but_alarms_stay(
+    rt: Runtime, clock: FakeClock, webhook: Webhook
+) -> None:
+    token = await build_mill(rt)
+    await add_webhook_recipient(rt, webhook)
+    await rt.alarms.create_rule(HOT, "admin", None)
+    await send(rt, token, clock.now_ms(), bearing_temp_c=75.0)
+    await until(lambda: outbox(rt, "sent"))
+    assert await rt.alarms.prune(clock.now_ms() + 89 * 86_400_000) == 0
+    assert (
+        await rt.alarms.prune(clock.now_ms() + 91 * 86_400_000) == 2
+    )  # the notification, the raise id
+    assert await outbox(rt) == [] and len(await alarms(rt)) == 1
