@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -18,7 +19,10 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def wait(driver: WebDriver, seconds: float = 15) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, seconds, poll_frequency=0.1)
+    """Pages redraw parts of themselves: an element found a moment ago may be gone."""
+    return WebDriverWait(
+        driver, seconds, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def sign_in(driver: WebDriver, server: Server, hash_: str = "") -> None:
@@ -407,3 +411,46 @@ def test_fits_phones_and_tablets_with_big_touch_targets(
             shot(driver, f"{size[0]}x{size[1]}-{page.strip('#/') or 'overview'}")
     finally:
         driver.quit()
+
+
+def test_line_page_shows_its_machines_and_a_live_speed_chart(
+    browser: WebDriver, server: Server
+) -> None:
+    loom = simulated_loom(server)
+    line = machines(server)[loom]
+    with server.api() as api:
+        tree = api.get("/api/v1/assets").json()
+    line_id, members = next(
+        (ln["id"], {m["id"] for m in ln["machines"]})
+        for s in tree
+        for a in s["areas"]
+        for ln in a["lines"]
+        if loom in {m["id"] for m in ln["machines"]}
+    )
+    assert line["id"] == loom
+    sign_in(browser, server, f"#/line/{line_id}")
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tile")) == len(members))
+    if has_production(server):
+        wait(browser, 45).until(lambda d: d.find_element(By.ID, "line-live").is_displayed())
+        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#line-oee .kpi"))
+        # samples arrive: the chart's legend shows a value for a loom once the cursor is over it
+        count = "return document.querySelectorAll('#line-chart .u-legend .u-series').length"
+        assert browser.execute_script(count) >= 2
+    shot(browser, "line")
+    assert errors(browser) == []
+
+
+def test_a_lost_connection_is_shown_and_recovers(browser: WebDriver, server: Server) -> None:
+    sign_in(browser, server)
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"))
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.execute_cdp_cmd("Network.enable", {})  # type: ignore[attr-defined]
+    browser.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Network.emulateNetworkConditions", {"offline": True, **conditions}
+    )
+    wait(browser, 15).until(lambda d: d.find_element(By.ID, "offline").is_displayed())
+    shot(browser, "offline")
+    browser.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Network.emulateNetworkConditions", {"offline": False, **conditions}
+    )
+    wait(browser, 15).until(lambda d: not d.find_element(By.ID, "offline").is_displayed())

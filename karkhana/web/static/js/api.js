@@ -12,6 +12,14 @@ const listeners = { signedOut: [] };
 
 export function onSignedOut(fn) { listeners.signedOut.push(fn); }
 
+// The server could not be reached (factory networks drop): pages keep polling, the shell says so.
+let online = true;
+function connection(ok) {
+  if (ok === online) return;
+  online = ok;
+  document.dispatchEvent(new CustomEvent("karkhana:connection", { detail: ok }));
+}
+
 export async function request(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
@@ -19,7 +27,14 @@ export async function request(path, options = {}) {
   if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
   const init = { method, headers, credentials: "same-origin" };
   if (options.body !== undefined) init.body = JSON.stringify(options.body);
-  const r = await fetch(path, init);
+  let r;
+  try {
+    r = await fetch(path, init);
+  } catch (e) {
+    connection(false);
+    throw e;
+  }
+  connection(true);
   if (r.status === 401 && !options.quiet401) listeners.signedOut.forEach((fn) => fn());
   if (!r.ok) {
     let detail = r.statusText;

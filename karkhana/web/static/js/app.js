@@ -100,6 +100,7 @@ $("lang").addEventListener("change", async (e) => {
 });
 
 api.onSignedOut(signedOut);
+document.addEventListener("karkhana:connection", (e) => { $("offline").hidden = e.detail; });
 window.addEventListener("hashchange", show);
 
 async function start() {

@@ -1,6 +1,6 @@
 // The plant's machines as the overview and line pages show them: state, speed, output, OEE,
 // alarms; kept current by polling the production overview and by live samples.
-import { get, optional } from "./api.js";
+import { ApiError, get, optional } from "./api.js";
 import { pick, t } from "./i18n.js";
 import { esc, num, pct, stateName, time } from "./format.js";
 import { watch } from "./live.js";
@@ -10,7 +10,12 @@ const POLL_MS = 5000;
 // Every machine of the asset model, with the production module's figures where it has them
 // (without the module, or for a machine it does not follow, the tile shows "no data").
 export async function overview(ctx, siteId) {
-  const data = await optional("/api/v1/production/overview", siteId ? { site_id: siteId } : undefined);
+  const data = await optional("/api/v1/production/overview", siteId ? { site_id: siteId } : undefined)
+    .catch((e) => {
+      // a site the production module has not picked up yet (it looks for new ones every 30 s)
+      if (e instanceof ApiError && e.status === 404) return { machines: [] };
+      throw e;
+    });
   const known = new Map((data ? data.machines : []).map((m) => [m.machine_id, m]));
   const machines = [...ctx.machines.values()]
     .filter((m) => !siteId || m.site_id === siteId)

@@ -117,6 +117,9 @@ export async function render(el, params, ctx) {
   };
   drawAlarms(which === "open" ? probe.alarms : (await get("/api/v1/alarms", { state: which })).alarms);
   await loadRules().catch((e) => { el.querySelector("#rule-list").innerHTML = errorBox(e); });
-  const timer = setInterval(() => loadAlarms().catch(() => {}), 10_000);
+  // refresh, but never under someone typing a comment
+  const busy = () => list.contains(document.activeElement)
+    || [...list.querySelectorAll("input[name=comment]")].some((i) => i.value);
+  const timer = setInterval(() => { if (!busy()) loadAlarms().catch((e) => { list.innerHTML = errorBox(e); }); }, 10_000);
   return () => clearInterval(timer);
 }

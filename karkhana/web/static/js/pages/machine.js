@@ -37,7 +37,7 @@ export async function render(el, params, ctx) {
         .map((s) => `<option value="${esc(s.name)}">${esc(label(s))}</option>`).join("")}</select>
         <span class="seg">${Object.keys(RANGES).map((r) => `<button type="button" data-range="${r}">${esc(t(`range.${r}`))}</button>`).join(" ")}</span>
         <button type="button" id="unzoom" hidden>${esc(t("machine.unzoom"))}</button></div>
-      <p class="hint">${esc(t("machine.zoom_hint"))}</p>
+      <p class="hint">${esc(t("machine.zoom_hint"))}</p><p class="error" id="hist-error" role="alert"></p>
       <div class="chart" id="hist-chart"></div>
       <h2>${esc(t("machine.timeline"))}</h2><div id="timeline"><p class="hint">${esc(t("common.loading"))}</p></div></section>`;
 
@@ -115,8 +115,12 @@ export async function render(el, params, ctx) {
   let range = "8h";
   let zoom = null;
   const history = numeric.length ? timeChart(el.querySelector("#hist-chart"), [""], {
-    onZoom: (a, b) => { zoom = [a, b]; showHistory(); },
+    onZoom: (a, b) => { zoom = [a, b]; redraw(); },
   }) : null;
+  const redraw = () => showHistory().then(
+    () => { el.querySelector("#hist-error").textContent = ""; },
+    (e) => { el.querySelector("#hist-error").textContent = e.message; },
+  );
   const showHistory = async () => {
     const end = zoom ? zoom[1] : Date.now();
     const start = zoom ? zoom[0] : end - RANGES[range];
@@ -131,15 +135,16 @@ export async function render(el, params, ctx) {
       history.setData(data.points.map((p) => p[0]), data.points.map((p) => p[1]));
       history.plot.setScale("x", { min: start, max: end });
     }
-    const states = await optional(`/api/v1/production/machines/${encodeURIComponent(id)}/states`, { start, end });
+    const states = await optional(`/api/v1/production/machines/${encodeURIComponent(id)}/states`, { start, end })
+      .catch(() => null);
     const box = el.querySelector("#timeline");
     if (states) timeline(box, states.intervals, start, end);
     else box.innerHTML = `<p class="hint">${esc(t("overview.no_production"))}</p>`;
   };
-  el.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { range = b.dataset.range; zoom = null; showHistory(); }));
-  el.querySelector("#unzoom").addEventListener("click", () => { zoom = null; showHistory(); });
-  histSelect.addEventListener("change", showHistory);
-  await showHistory().catch(() => {});
+  el.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { range = b.dataset.range; zoom = null; redraw(); }));
+  el.querySelector("#unzoom").addEventListener("click", () => { zoom = null; redraw(); });
+  histSelect.addEventListener("change", redraw);
+  await redraw();
 
   return () => { clearInterval(kpiTimer); stopLive(); if (live) live.destroy(); if (history) history.destroy(); };
 }
