@@ -202,6 +202,7 @@ async def stops(
     site_id: str | None = Query(None, max_length=64),
     start: str | None = None,
     end: str | None = None,
+    limit: int = Query(1000, ge=1, le=10_000, description="the newest this many"),
 ) -> dict[str, Any]:
     """Stops in planned production time, oldest first; ``end_ms`` null while a stop lasts."""
     service = _service(rt)
@@ -209,7 +210,7 @@ async def stops(
     scope = service.scope(visible_sites(user), machine_id, None, site_id)
     t_start, t_end = _range(rt, start, end)
     found = await service.stops(scope.machines, t_start, t_end)
-    return {"stops": [_stop_json(service, s) for s in found]}
+    return {"stops": [_stop_json(service, s) for s in found[-limit:]]}
 
 
 @router.put("/stops/{stop_id}/reason")

@@ -1041,7 +1041,7 @@ class ProductionService:
                     "state_since_ms": since,
                     "speed": (
                         {"value": float(speed[1]), "unit": m.speed_unit or ""}
-                        if speed is not None and _number(speed[1])
+                        if speed is not None and _number(speed[1]) and state != "no_data"
                         else None
                     ),
                     "shift": None

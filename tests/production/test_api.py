@@ -171,6 +171,8 @@ async def test_operator_assigns_a_reason_and_it_is_audited(
         "en": "Power outage (load-shedding)",
         "ur": "بجلی کی بندش (لوڈ شیڈنگ)",
     }
+    newest = await api.get("/api/v1/production/stops?machine_id=L1&limit=1", headers=operator)
+    assert [s["id"] for s in newest.json()["stops"]] == [stops[2]["id"]]
     fault_id = stops[2]["id"]
     r = await api.put(
         f"/api/v1/production/stops/{fault_id}/reason",

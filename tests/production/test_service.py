@@ -114,6 +114,7 @@ async def test_silence_becomes_no_data(mill: Runtime, clock: FakeClock) -> None:
     await mill.production.tick()
     overview = {m["machine_id"]: m for m in await mill.production.overview(None)}
     assert overview["L1"]["state"] == "no_data"
+    assert overview["L1"]["speed"] is None  # the last speed is no longer news
     last = NOW - STEP
     assert overview["L1"]["state_since_ms"] == last
     states = await mill.production.states("L1", NOW - 5 * M, NOW + 10 * M)
