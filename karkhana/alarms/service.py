@@ -181,6 +181,8 @@ class AlarmService:
             self._tasks.append(asyncio.create_task(self._consume(self._subscription)))
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self.dispatcher.run()))
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -1076,3 +1078,10 @@ class AlarmService:
             "state", "attempts", "deferred", "next_ms", "created_ms", "sent_ms", "last_error",
         )  # fmt: skip
         return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A loop of the alarm service that ends other than by being stopped is a bug: say so loudly
+    rather than let alarms stop in silence."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("alarm service task %s died", task.get_name(), exc_info=task.exception())
