@@ -151,7 +151,7 @@ class Dispatcher:
                         self._inflight.add(item.id)
                         task = asyncio.create_task(self._deliver(item))
                         self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        task.add_done_callback(self._done)
             finally:
                 for task in list(self._tasks):
                     task.cancel()
@@ -159,6 +159,11 @@ class Dispatcher:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 self._client = None
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("a notification delivery crashed", exc_info=task.exception())
 
     def _due(self, conn: sqlite3.Connection, busy: frozenset[int]) -> list[Outgoing]:
         rows = conn.execute(
