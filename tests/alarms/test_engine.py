@@ -204,11 +204,24 @@ def test_binding_needs_every_signal() -> None:
 values = st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1, max_size=60)
 
 
-@settings(max_examples=200, deadline=None)
-@given(values, st.floats(min_value=0, max_value=20))
-def test_hysteresis_alternates_and_respects_the_deadband(xs: list[float], deadband: float) -> None:
+@settings(max_examples=300, deadline=None)
+@given(values, st.floats(min_value=0, max_value=20), st.sampled_from([">", ">=", "<", "<="]))
+def test_hysteresis_alternates_and_respects_the_deadband(
+    xs: list[float], deadband: float, op: str
+) -> None:
     limit = 50.0
-    r = rule(hot(limit, deadband))
+    condition = {"type": "threshold", "signal": "bearing_temp_c", "op": op, "value": limit,
+                 "deadband": deadband}  # fmt: skip
+    r = rule(condition)
+    above = op[0] == ">"
+    release = limit - deadband if above else limit + deadband
+
+    def trips(x: float) -> bool:
+        return {">": x > limit, ">=": x >= limit, "<": x < limit, "<=": x <= limit}[op]
+
+    def holds(x: float) -> bool:
+        return {">": x > release, ">=": x >= release, "<": x < release, "<=": x <= release}[op]
+
     state: RuleState | None = None
     raised = False
     for i, x in enumerate(xs):
@@ -217,14 +230,11 @@ def test_hysteresis_alternates_and_respects_the_deadband(xs: list[float], deadba
             # raises and clears alternate, starting with a raise
             assert e.kind == ("cleared" if raised else "raised")
             raised = not raised
-            if e.kind == "raised":
-                assert x > limit
-            else:
-                assert x <= limit - deadband
+            assert trips(x) if e.kind == "raised" else not holds(x)
         # the alarm is up exactly when the hysteresis says so
-        if x > limit:
+        if trips(x):
             assert raised
-        if x <= limit - deadband:
+        if not holds(x):
             assert not raised
 
 
