@@ -92,6 +92,7 @@ class StateTracker:
             self._prev = None
 
     def _change(self, ts: int, state: MachineState, out: list[Interval]) -> None:
+        ts = max(ts, self.since_ms)
         if self.state is None:
             self.state, self.since_ms = state, ts
             return
@@ -116,10 +117,11 @@ class StateTracker:
         out: list[Interval] = []
         if self.last_seen is not None and ts < self.last_seen:
             return out
-        self._settle(ts, out)
         if self.last_seen is not None and ts - self.last_seen > self.timeout_ms:
+            # before settling: a state that lasted no time gives way to no_data, which then
+            # joins a no_data interval just before it
             self._change(self.last_seen, "no_data", out)
-            self._settle(ts, out)
+        self._settle(ts, out)
         self.values.update(values)
         self.last_seen = ts
         self._change(ts, classify(self.rules, self.values), out)
@@ -130,7 +132,6 @@ class StateTracker:
         out: list[Interval] = []
         if self.last_seen is None or now_ms - self.last_seen <= self.timeout_ms:
             return out
-        self._settle(now_ms, out)
         self._change(self.last_seen, "no_data", out)
         self._settle(now_ms, out)
         return out

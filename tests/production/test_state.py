@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from karkhana.assets.template import Condition, StateRule, load_templates
 from karkhana.production.model import Interval
 from karkhana.production.state import StateTracker, classify, derive, holds, overlay_plan
@@ -117,3 +122,60 @@ def test_planned_stops_overlay_everything_but_running() -> None:
         Interval(200, 250, "planned_stop"),
         Interval(250, 300, "no_data"),
     ]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 400),  # seconds since the previous sample (0: same instant)
+            st.sampled_from(["running", "idle", "stopped", "fault"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_intervals_tile_time_without_gaps_or_repeats(
+    steps: list[tuple[int, str, bool]],
+) -> None:
+    samples = []
+    t = 0
+    for gap, state, fault in steps:
+        t += gap * S
+        samples += [(t, "state", state), (t, "fault", fault)]
+    end = t + 1
+    out = derive(LOOM, samples, TIMEOUT, end)
+    assert out[0].start_ms == samples[0][0] and out[-1].end_ms == end
+    for a, b in pairwise(out):
+        assert a.end_ms == b.start_ms and a.state != b.state
+    assert all(iv.end_ms > iv.start_ms for iv in out)
+    # the last sample decides the last state
+    last_state, last_fault = steps[-1][1], steps[-1][2]
+    assert out[-1].state == ("fault" if last_fault else last_state)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.sampled_from(["running", "idle", "stopped"])),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_live_tracking_with_silence_checks_equals_deriving_afterwards(
+    steps: list[tuple[int, str]],
+) -> None:
+    """The service ticks (silence) between samples; a rebuild derives at once: same result."""
+    samples, t = [], 0
+    for gap, state in steps:
+        t += gap * S
+        samples.append((t, "state", state))
+    end = t + 1
+    tracker = StateTracker(LOOM, TIMEOUT)
+    live: list[Interval] = []
+    for ts, _, state in samples:
+        live += tracker.silence(ts - 1)
+        live += tracker.feed(ts, {"state": state})
+    live += tracker.silence(end) + tracker.flush()
+    assert tracker.state is not None
+    live.append(Interval(tracker.since_ms, end, tracker.state))
+    assert [iv for iv in live if iv.end_ms > iv.start_ms] == derive(LOOM, samples, TIMEOUT, end)
