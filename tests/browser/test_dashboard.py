@@ -331,6 +331,11 @@ def test_add_a_rule_and_acknowledge_its_alarm(browser: WebDriver, server: Server
     with server.api() as api:
         got = api.get(f"/api/v1/alarms/{alarm_id}").json()
         assert got["acked_by"] == "admin" and got["ack_comment"] == "bearing greased, watching it"
+    # an open alarm shows on the machine's tile
+    browser.get(f"{server.url}/#/")
+    badge = f".tile[data-machine='{loom}'] .badge.critical"
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, badge))
+    with server.api() as api:
         api.delete(f"/api/v1/rules/{rule['id']}")
     assert errors(browser) == []
 
@@ -370,6 +375,13 @@ def test_history_zooms_by_dragging(browser: WebDriver, server: Server) -> None:
     drag = ActionChains(browser).move_to_element_with_offset(over, -int(width * 0.2), 0)
     drag.click_and_hold().move_by_offset(int(width * 0.3), 0).release().perform()
     wait(browser).until(lambda d: d.find_element(By.ID, "unzoom").is_displayed())
+    # each view asks the store for about 600 points of its rollups, the zoomed one a shorter span
+    spans = browser.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => new URL(e.name))"
+        ".filter((u) => u.pathname.includes('/signals/') && u.searchParams.get('points') === '600')"
+        ".map((u) => u.searchParams.get('end') - u.searchParams.get('start'))"
+    )
+    assert len(spans) >= 3 and spans[-1] < 3_600_000 * 0.5, spans
     assert all(
         b.get_attribute("aria-pressed") == "false"
         for b in browser.find_elements(By.CSS_SELECTOR, "[data-range]")

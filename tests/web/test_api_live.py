@@ -143,3 +143,39 @@ async def test_session_gives_the_csrf_token_of_a_cookie_session(world: World) ->
         got = (await client.get("/api/v1/web/session", headers=bearer)).json()
         assert got["csrf_token"] is None and got["role"] == "admin"
         assert (await client.get("/api/v1/web/session")).status_code == 401
+
+
+async def test_keepalive_end_of_stream_and_no_leak(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from karkhana.api import live
+
+    monkeypatch.setattr(live, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(live, "MAX_STREAM_S", 1.0)
+    subs = world.rt.bus._subscriptions
+    others = len(subs)  # the production and alarm services subscribe too
+    async with httpx.AsyncClient(base_url=world.base, timeout=10) as client:
+        auth = await login(client, "admin", ADMIN_PASSWORD)
+        started = time.monotonic()
+        async with client.stream(
+            "GET", "/api/v1/live", params={"machine_id": "loom-1"}, headers=auth | SSE
+        ) as stream:
+            text = "".join([chunk async for chunk in stream.aiter_text()])
+        # the stream ends by itself (the browser reconnects), with keep-alives while quiet
+        assert time.monotonic() - started < 5
+        assert text.startswith("retry: 2000\n")
+        assert text.count(": keep-alive\n\n") >= 2
+        assert len(subs) == others
+
+        # a client that goes away leaves no subscription behind
+        monkeypatch.setattr(live, "MAX_STREAM_S", 60.0)
+        async with client.stream(
+            "GET", "/api/v1/live", params={"site_id": "site-a"}, headers=auth | SSE
+        ) as stream:
+            await next_event(stream.aiter_lines())
+            assert len(subs) == others + 1
+    for _ in range(100):  # the server notices the closed connection at its next write or check
+        if len(subs) == others:
+            break
+        await asyncio.sleep(0.05)
+    assert len(subs) == others
