@@ -221,3 +221,26 @@ async def test_a_loom_silent_in_an_outage_is_labelled_load_shedding(
     assert [(s.start_ms, s.state, s.reason_id, s.auto) for s in stops] == [
         (NOW, "no_data", "power_outage", True)
     ]
+
+
+async def test_a_filling_line_measures_quality_and_startup_rejects(
+    mill: Runtime, clock: FakeClock
+) -> None:
+    await mill.assets.create_machine("F1", "mill-shed", "Filler 1", "filling_machine", "filler-1")
+    await mill.production.refresh()
+    samples = []
+    for n, t in enumerate(range(SHIFT_A, NOW, STEP)):
+        samples += [
+            Sample("filler-1", "state", t, "running"),
+            Sample("filler-1", "bottle_count", t, 100.0 * n),  # good and rejected
+            Sample("filler-1", "reject_count", t, 2.0 * n),
+        ]
+    await mill.store.write(samples)
+    await settle(mill, "F1", samples[-1].ts)
+    r = await mill.production.oee([mill.production.machine("F1")], SHIFT_A, NOW)
+    assert r.quality_measured
+    assert (r.total_count, r.good_count) == (35_900, 35_182)  # 359 steps of 100, 2 rejected
+    assert r.quality == pytest.approx(0.98)
+    # rejects in the first ten minutes after the line started are startup rejects:
+    # 2 in the first minute (its first reading only sets the start), then 4 a minute
+    assert r.losses.startup_rejects == 38 and r.losses.production_rejects == 680
