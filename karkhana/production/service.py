@@ -76,6 +76,9 @@ TICK_S = 5.0
 REFRESH_S = 30.0
 REPORT_CHECK_S = 60.0
 LOOK_UP_S = 1.0
+MAX_OUTAGES = 50
+"""Outages remembered per site for labelling stops whose samples come late."""
+FOREVER = 2**62
 """At most one refresh a second for requests that name unknown machines."""
 
 
@@ -109,8 +112,12 @@ class SiteInfo:
     calendar: Calendar
     power: list[tuple[str, str]] = field(default_factory=list)
     """(device id, key) of the power-source signals of this site."""
-    outage_since: int | None = None
+    outages: list[list[int | None]] = field(default_factory=list)
+    """Recent grid outages as [start, end] (end None while the grid is out), oldest first."""
     power_seen: int = 0
+
+    def outage_spans(self) -> list[Span]:
+        return [(s or 0, FOREVER if e is None else e) for s, e in self.outages]
 
 
 @dataclass(slots=True)
@@ -282,7 +289,7 @@ class ProductionService:
             calendar = calendar_for(self.calendars, site["id"])
             info = SiteInfo(site["id"], site["name"], _zone(site["timezone"]), calendar)
             if old is not None:
-                info.outage_since, info.power_seen = old.outage_since, old.power_seen
+                info.outages, info.power_seen = old.outages, old.power_seen
             sites[site["id"]] = info
             for area in site["areas"]:
                 for line in area["lines"]:
@@ -420,26 +427,34 @@ class ProductionService:
 
     # -- live processing -------------------------------------------------------------------
     def _take(self, samples: list[Sample]) -> None:
-        """Apply samples in time order, the power supply first within an instant, so that a stop
-        is judged against the supply at the moment it began."""
-        ordered = sorted(samples, key=lambda x: x.ts)
-        i = 0
-        while i < len(ordered):
-            ts = ordered[i].ts
-            per_machine: dict[str, list[tuple[int, str, Value]]] = defaultdict(list)
-            while i < len(ordered) and ordered[i].ts == ts:
-                s = ordered[i]
-                i += 1
-                if s.device_id not in self._known_devices and s.device_id not in self._unknown:
-                    self._unknown.add(s.device_id)
-                    self._refresh_soon = True
-                site_id = self._power_index.get((s.device_id, s.key))
-                if site_id is not None:
-                    self._power(site_id, s.ts, s.value)
-                for mid, signal in self._index.get((s.device_id, s.key), ()):
+        """Apply a batch: the power supply first (so that a stop is judged against the supply
+        at the moment it began), then each machine's samples in time order."""
+        index, power_index, known = self._index, self._power_index, self._known_devices
+        power: list[tuple[int, str, Value]] = []
+        per_machine: dict[str, list[tuple[int, str, Value]]] = defaultdict(list)
+        for s in samples:
+            key = (s.device_id, s.key)
+            targets = index.get(key)
+            if targets is not None:
+                for mid, signal in targets:
                     per_machine[mid].append((s.ts, signal, s.value))
-            for mid, items in per_machine.items():
-                self._machine_samples(self.machines[mid], items)
+            site_id = power_index.get(key)
+            if site_id is not None:
+                power.append((s.ts, site_id, s.value))
+            if (
+                targets is None
+                and site_id is None
+                and s.device_id not in known
+                and s.device_id not in self._unknown
+            ):
+                self._unknown.add(s.device_id)
+                self._refresh_soon = True
+        power.sort(key=lambda x: x[0])
+        for ts, site_id, value in power:
+            self._power(site_id, ts, value)
+        for mid, items in per_machine.items():
+            items.sort(key=lambda x: x[0])
+            self._machine_samples(self.machines[mid], items)
 
     def _power(self, site_id: str, ts: int, value: Value) -> None:
         site = self.sites.get(site_id)
@@ -447,8 +462,10 @@ class ProductionService:
             return
         site.power_seen = ts
         out = value != self.profiles.power.normal
-        if out and site.outage_since is None:
-            site.outage_since = ts
+        ongoing = bool(site.outages) and site.outages[-1][1] is None
+        if out and not ongoing:
+            site.outages.append([ts, None])
+            del site.outages[:-MAX_OUTAGES]
             self._pending.outages.append((site_id, ts))
             grace = self.profiles.outage_grace_ms
             for m in self.machines.values():
@@ -460,8 +477,8 @@ class ProductionService:
                     and tracker.since_ms >= ts - grace
                 ):
                     self._auto.add((m.id, tracker.since_ms))
-        elif not out:
-            site.outage_since = None
+        elif not out and ongoing:
+            site.outages[-1][1] = ts
 
     def _machine_samples(self, m: MachineInfo, items: list[tuple[int, str, Value]]) -> None:
         tracker = self.trackers.get(m.id)
@@ -635,11 +652,9 @@ class ProductionService:
 
     def _in_outage(self, site_id: str, start_ms: int) -> bool:
         site = self.sites.get(site_id)
-        if site is None or site.outage_since is None:
+        if site is None or not site.outages:
             return False
-        return starts_in_outage(
-            start_ms, [(site.outage_since, 2**62)], self.profiles.outage_grace_ms
-        )
+        return starts_in_outage(start_ms, site.outage_spans(), self.profiles.outage_grace_ms)
 
     # -- rebuilding from stored telemetry ----------------------------------------------------
     async def rebuild(self, machine_id: str, start_ms: int) -> None:

@@ -244,3 +244,28 @@ async def test_a_filling_line_measures_quality_and_startup_rejects(
     # rejects in the first ten minutes after the line started are startup rejects:
     # 2 in the first minute (its first reading only sets the start), then 4 a minute
     assert r.losses.startup_rejects == 38 and r.losses.production_rejects == 680
+
+
+async def test_stops_reported_after_the_outage_ended_are_still_labelled(
+    mill: Runtime, clock: FakeClock
+) -> None:
+    clock.set(NOW + 20 * M)
+    await mill.store.write(
+        [
+            Sample("panel", "source", NOW + M, "none"),
+            Sample("panel", "source", NOW + 10 * M, "grid"),
+        ]
+    )
+    await asyncio.sleep(0.05)
+    await mill.production.flush()
+    # the loom's gateway forwards its buffer only now
+    loom = [
+        Sample("loom-1", "state", t, "stopped" if NOW + M + 5000 <= t < NOW + 10 * M else "running")
+        for t in range(NOW, NOW + 15 * M, 5000)
+    ]
+    await mill.store.write(loom)
+    await settle(mill, "L1", loom[-1].ts)
+    stops = await mill.production.stops([mill.production.machine("L1")], NOW, NOW + 15 * M)
+    assert [(s.start_ms, s.end_ms, s.reason_id) for s in stops] == [
+        (NOW + M + 5000, NOW + 10 * M, "power_outage")
+    ]
