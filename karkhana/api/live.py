@@ -25,9 +25,9 @@ checked again, so a revoked session or a new machine takes effect within this ti
 
 
 async def _machines(
-    rt: Runtime, user: CurrentUser, machine_id: str | None, site_id: str | None
+    rt: Runtime, user: CurrentUser, machine_id: str | None, site_ids: list[str]
 ) -> list[Machine]:
-    if (machine_id is None) == (site_id is None):
+    if (machine_id is None) == (not site_ids):
         raise InvalidPayload("give exactly one of machine_id and site_id")
     allowed = visible_sites(user)
     if machine_id is not None:
@@ -35,13 +35,15 @@ async def _machines(
         if allowed is not None and site not in allowed:
             raise Forbidden("this belongs to a site you do not have access to")
         return [await rt.assets.get_machine(machine_id)]
-    tree = await rt.assets.tree()
-    found = next((s for s in tree if s["id"] == site_id), None)
-    if found is None:
-        raise NotFound(f"no site {site_id}")
-    if allowed is not None and site_id not in allowed:
-        raise Forbidden("this belongs to a site you do not have access to")
-    ids = [m["id"] for a in found["areas"] for ln in a["lines"] for m in ln["machines"]]
+    tree = {s["id"]: s for s in await rt.assets.tree()}
+    ids: list[str] = []
+    for site_id in dict.fromkeys(site_ids):
+        found = tree.get(site_id)
+        if found is None:
+            raise NotFound(f"no site {site_id}")
+        if allowed is not None and site_id not in allowed:
+            raise Forbidden("this belongs to a site you do not have access to")
+        ids += [m["id"] for a in found["areas"] for ln in a["lines"] for m in ln["machines"]]
     return [await rt.assets.get_machine(i) for i in ids]
 
 
@@ -76,9 +78,14 @@ async def live(
     rt: RuntimeDep,
     user: CurrentUser,
     machine_id: Annotated[str | None, Query(max_length=64)] = None,
-    site_id: Annotated[str | None, Query(max_length=64)] = None,
+    site_id: Annotated[
+        list[str] | None,
+        Query(max_length=100, description="a site, or several (site_id=a&site_id=b)"),
+    ] = None,
 ) -> StreamingResponse:
-    """Committed samples of one machine or of every machine of a site, as Server-Sent Events.
+    """Committed samples of one machine or of every machine of some sites, as Server-Sent Events.
+
+    Several sites share one stream: a browser holds only a few connections to a server at once.
 
     Opens with a ``ready`` event listing the machines watched; then ``samples`` events, each a
     list of ``{"machine_id", "signal", "ts", "value"}``. Send ``Accept: text/event-stream``
@@ -88,7 +95,7 @@ async def live(
         raise InvalidPayload(
             "this route streams Server-Sent Events: send Accept: text/event-stream"
         )
-    machines = await _machines(rt, user, machine_id, site_id)
+    machines = await _machines(rt, user, machine_id, site_id or [])
     routes = Routes.of(machines)
     return StreamingResponse(
         _stream(rt, request, routes, [m.id for m in machines]),

@@ -103,6 +103,20 @@ async def test_a_posted_sample_reaches_the_stream(world: World) -> None:
     }
 
 
+async def test_several_sites_share_one_stream(world: World) -> None:
+    async with httpx.AsyncClient(base_url=world.base, timeout=10) as client:
+        auth = await login(client, "admin", ADMIN_PASSWORD)
+        params = [("site_id", "site-a"), ("site_id", "site-b")]
+        async with client.stream("GET", "/api/v1/live", params=params, headers=auth | SSE) as s:
+            assert await next_event(s.aiter_lines()) == (
+                "ready",
+                {"machines": ["loom-1", "loom-9"]},
+            )
+        viewer = await login(client, "viewer-b", PASSWORD)
+        r = await client.get("/api/v1/live", params=params, headers=viewer | SSE)
+        assert r.status_code == 403
+
+
 async def test_other_sites_are_refused_and_bad_requests_explained(world: World) -> None:
     async with httpx.AsyncClient(base_url=world.base, timeout=10) as client:
         viewer = await login(client, "viewer-b", PASSWORD)

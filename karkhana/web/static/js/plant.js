@@ -125,8 +125,9 @@ export async function liveTiles(el, ctx, { siteId = null, lineId = null } = {}) 
   };
   const timer = setInterval(() => refresh().catch(() => {}), POLL_MS);
 
+  // one stream for all sites: a browser keeps only a few connections to a server open
   const sites = siteId ? [siteId] : [...new Set(machines.filter(keep).map((m) => m.site_id))];
-  const closers = sites.map((site) => watch({ site_id: site }, (samples) => {
+  const close = !sites.length ? () => {} : watch({ site_id: sites }, (samples) => {
     for (const s of samples) {
       const node = tiles.get(s.machine_id);
       if (!node) continue;
@@ -138,6 +139,6 @@ export async function liveTiles(el, ctx, { siteId = null, lineId = null } = {}) 
       void node.offsetWidth;
       node.classList.add("live");
     }
-  }));
-  return () => { clearInterval(timer); closers.forEach((c) => c()); };
+  });
+  return () => { clearInterval(timer); close(); };
 }
