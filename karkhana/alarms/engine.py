@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Union
@@ -406,6 +406,23 @@ class RuleSet:
                 if (sample.device_id, sample.key) in rule.by_key:
                     self.states[i], found = evaluate(rule, self.states[i], sample)
                     events.extend(found)
+        return events
+
+    def unlatch(self, indices: Iterable[int], open_ids: Container[str]) -> list[int]:
+        """Forget raised states whose alarm is not open any more; returns those rules."""
+        found = []
+        for i in indices:
+            state = self.states[i]
+            if state is not None and state.alarm_id is not None and state.alarm_id not in open_ids:
+                self.states[i] = state._replace(raised_ms=None, alarm_id=None, true_since=None)
+                found.append(i)
+        return found
+
+    def tick_some(self, indices: Iterable[int], now_ms: int) -> list[AlarmEvent]:
+        events: list[AlarmEvent] = []
+        for i in indices:
+            self.states[i], found = evaluate(self.rules[i], self.states[i], Tick(now_ms))
+            events.extend(found)
         return events
 
     def feed(self, samples: Iterable[Sample]) -> list[AlarmEvent]:

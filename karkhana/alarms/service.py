@@ -369,8 +369,15 @@ class AlarmService:
             ).fetchall()
         )
         now = self.clock.now_ms()
+        orphans = []
         for aid, rule_id, machine_id, raised in open_:
-            self.ruleset.latch(rule_id, machine_id, raised, aid, now)
+            rule = self.rules.get(rule_id)
+            if rule is None or not rule.enabled or machine_id not in self.machines:
+                orphans.append(aid)
+            else:
+                self.ruleset.latch(rule_id, machine_id, raised, aid, now)
+        if orphans:
+            await self._close(orphans, now)
         if self.store is None or not fresh:
             return
         devices = {s.device_id for i in fresh for s in self.ruleset.rules[i].sources}
@@ -389,6 +396,32 @@ class AlarmService:
         events = self.ruleset.feed_some(fresh, latest)
         if events:
             await self._apply(events)
+        # An old sample can name an alarm that has since been cleared (say, while the rule was
+        # disabled): the condition still holds, so it is raised again now.
+        still_open = {
+            aid
+            for (aid,) in await self.db.execute_read_fn(
+                lambda c: c.execute("SELECT id FROM alarms WHERE state != 'cleared'").fetchall()
+            )
+        }
+        again = self.ruleset.unlatch(fresh, still_open)
+        if again:
+            events = self.ruleset.tick_some(again, now)
+            if events:
+                await self._apply(events)
+
+    async def _close(self, alarm_ids: Sequence[str], now: int) -> None:
+        """Clear alarms that nothing watches any more (rule disabled, machine removed)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE alarms SET state = 'cleared', cleared_ms = ?, last_ms = ?,"
+                " shelved_until_ms = NULL WHERE id = ? AND cleared_ms IS NULL",
+                [(now, now, aid) for aid in alarm_ids],
+            )
+
+        async with self._lock:
+            await self.db.execute_write_fn(write)
 
     def _boolean_keys(self) -> set[tuple[str, str]]:
         """Device keys of boolean signals (the store keeps booleans as numbers)."""

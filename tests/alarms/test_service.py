@@ -541,3 +541,23 @@ async def test_old_notifications_are_pruned_but_alarms_stay(
         await rt.alarms.prune(clock.now_ms() + 91 * 86_400_000) == 2
     )  # the notification, the raise id
     assert await outbox(rt) == [] and len(await alarms(rt)) == 1
+
+
+async def test_disabling_a_rule_or_removing_the_machine_clears_its_alarm(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    token = await build_mill(rt)
+    rule = await rt.alarms.create_rule(HOT, "admin", None)
+    await send(rt, token, clock.now_ms(), bearing_temp_c=75.0)
+    await until(lambda: alarms(rt, "open"))
+    await rt.alarms.update_rule(rule["id"], {**rule, "enabled": False}, "admin", None)
+    (cleared,) = await alarms(rt, "cleared")
+    assert cleared["cleared_ms"] == clock.now_ms()
+    clock.advance(1000)
+    # enabled again while still hot: raised again at once, as a repeat of the same alarm
+    await rt.alarms.update_rule(rule["id"], {**rule, "enabled": True}, "admin", None)
+    (again,) = await alarms(rt, "open")
+    assert again["id"] == cleared["id"] and again["count"] == 2
+    await rt.assets.delete("machines", "L03")
+    await rt.alarms.refresh_machines()
+    assert await alarms(rt, "open") == []
