@@ -25,11 +25,17 @@ def wait(driver: WebDriver, seconds: float = 15) -> WebDriverWait[WebDriver]:
     )
 
 
-def sign_in(driver: WebDriver, server: Server, hash_: str = "") -> None:
+def sign_in(
+    driver: WebDriver,
+    server: Server,
+    hash_: str = "",
+    user: str = "admin",
+    password: str = PASSWORD,
+) -> None:
     driver.get(f"{server.url}/{hash_}")
     wait(driver).until(lambda d: d.find_element(By.ID, "login").is_displayed())
-    driver.find_element(By.NAME, "username").send_keys("admin")
-    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.NAME, "username").send_keys(user)
+    driver.find_element(By.NAME, "password").send_keys(password)
     driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
     wait(driver).until(lambda d: d.find_element(By.ID, "nav").is_displayed())
 
@@ -466,3 +472,74 @@ def test_a_lost_connection_is_shown_and_recovers(browser: WebDriver, server: Ser
         "Network.emulateNetworkConditions", {"offline": False, **conditions}
     )
     wait(browser, 15).until(lambda d: not d.find_element(By.ID, "offline").is_displayed())
+
+
+def test_an_operator_sees_own_site_names_as_text_and_may_not_add_rules(
+    browser: WebDriver, server: Server
+) -> None:
+    hostile = '<img src=x onerror="window.__xss=1">Loom'
+    with server.api() as api:
+        tree = api.get("/api/v1/assets").json()
+        site, line = tree[0]["id"], tree[0]["areas"][0]["lines"][0]["id"]
+        for path, body in (
+            (
+                "/api/v1/machines",
+                {"id": "xss-loom", "line_id": line, "name": hostile, "template": "power_loom"},
+            ),
+            ("/api/v1/sites", {"id": "far-site", "name": "Far mill"}),
+            ("/api/v1/areas", {"id": "far-area", "site_id": "far-site", "name": "Far"}),
+            ("/api/v1/lines", {"id": "far-line", "area_id": "far-area", "name": "Far line"}),
+            (
+                "/api/v1/machines",
+                {
+                    "id": "far-loom",
+                    "line_id": "far-line",
+                    "name": "Far loom",
+                    "template": "power_loom",
+                },
+            ),
+            (
+                "/api/v1/users",
+                {"username": "op-one", "password": PASSWORD, "role": "operator", "sites": [site]},
+            ),
+        ):
+            r = api.post(path, json=body)
+            assert r.status_code == 201, (path, r.text)
+    sign_in(browser, server, user="op-one")
+    tile = wait(browser).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, ".tile[data-machine='xss-loom']")
+    )
+    assert tile.find_element(By.CSS_SELECTOR, ".name").text == hostile
+    assert not browser.find_elements(By.CSS_SELECTOR, "#page img")
+    assert browser.execute_script("return window.__xss") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, ".tile[data-machine='far-loom']")
+    assert "operator" in browser.find_element(By.ID, "who").text
+
+    if has_alarms(server):
+        # an operator acknowledges alarms but does not change rules: no form (the API refuses too)
+        browser.get(f"{server.url}/#/alarms")
+        wait(browser).until(lambda d: d.find_elements(By.ID, "rule-list"))
+        assert not browser.find_element(By.ID, "rule-add").is_displayed()
+        with server.api() as api:
+            token = httpx.post(
+                f"{server.url}/api/v1/auth/login",
+                json={"username": "op-one", "password": PASSWORD},
+            ).json()["token"]
+            r = api.post(
+                "/api/v1/rules",
+                json={
+                    "name": "x",
+                    "machine_id": "xss-loom",
+                    "severity": "info",
+                    "condition": {
+                        "type": "threshold",
+                        "signal": "bearing_temp_c",
+                        "op": ">",
+                        "value": 1,
+                        "deadband": 0,
+                    },
+                    "for_s": 0,
+                },
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert r.status_code == 403
