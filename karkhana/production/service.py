@@ -895,46 +895,36 @@ class ProductionService:
         self, machine_ids: Sequence[str], start: int, end: int
     ) -> dict[str, list[tuple[int, Interval]]]:
         """Stored intervals (with their row id) overlapping ``[start, end)``, whole."""
-        if not machine_ids:
-            return {}
         now = self.clock.now_ms()
-        marks = ",".join("?" * len(machine_ids))
+        return await self.db.execute_read_fn(
+            lambda conn: self._read_intervals(conn, machine_ids, start, end, now)
+        )
 
-        def read(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(
-                "SELECT id, machine_id, start_ms, end_ms, state, reason_id FROM"
-                f" production_intervals WHERE machine_id IN ({marks}) AND start_ms < ?"
-                " AND (end_ms IS NULL OR end_ms > ?) ORDER BY machine_id, start_ms",
-                (*machine_ids, end, start),
-            ).fetchall()
-
+    def _read_intervals(
+        self, conn: sqlite3.Connection, machine_ids: Sequence[str], start: int, end: int, now: int
+    ) -> dict[str, list[tuple[int, Interval]]]:
         out: dict[str, list[tuple[int, Interval]]] = {mid: [] for mid in machine_ids}
-        for row_id, mid, s, e, state, reason in await self.db.execute_read_fn(read):
+        if not machine_ids:
+            return out
+        marks = ",".join("?" * len(machine_ids))
+        loss = {rid: r.loss for rid, r in self.reasons.by_id.items()}
+        for row_id, mid, s, e, state, reason in conn.execute(
+            "SELECT id, machine_id, start_ms, end_ms, state, reason_id FROM"
+            f" production_intervals WHERE machine_id IN ({marks}) AND start_ms < ?"
+            " AND (end_ms IS NULL OR end_ms > ?) ORDER BY machine_id, start_ms",
+            (*machine_ids, end, start),
+        ):
             stop = max(now, s) if e is None else e
-            out[mid].append(
-                (row_id, Interval(s, stop, state, reason, self.reasons.loss_of(reason)))
-            )
+            out[mid].append((row_id, Interval(s, stop, state, reason, loss.get(reason))))
         return out
 
     async def counts(
         self, machine_ids: Sequence[str], start: int, end: int
     ) -> dict[str, CountSeries]:
         """Per-minute counts of each machine in ``[start, end)``, as columns."""
-
-        def read(conn: sqlite3.Connection) -> dict[str, CountSeries]:
-            return {
-                mid: CountSeries.of_rows(
-                    conn.execute(
-                        "SELECT minute_ms, total, rejects FROM production_counts"
-                        " WHERE machine_id = ? AND minute_ms >= ? AND minute_ms < ?"
-                        " ORDER BY minute_ms",
-                        (mid, start - start % 60_000, end),
-                    ).fetchall()
-                )
-                for mid in machine_ids
-            }
-
-        return await self.db.execute_read_fn(read) if machine_ids else {}
+        return await self.db.execute_read_fn(
+            lambda conn: _read_counts(conn, machine_ids, start, end)
+        )
 
     def planned(self, site_id: str, start: int, end: int) -> list[Span]:
         site = self.sites.get(site_id)
@@ -944,9 +934,19 @@ class ProductionService:
 
     async def oee_of(self, machines: Sequence[MachineInfo], start: int, end: int) -> dict[str, Oee]:
         ids = [m.id for m in machines]
-        ivs = await self.intervals(ids, start - self.profiles.micro_stop_ms, end)
-        counts = await self.counts(ids, start, end)
-        first = await self._first_seen(ids)
+        now = self.clock.now_ms()
+        lookback = start - self.profiles.micro_stop_ms
+
+        def read(
+            conn: sqlite3.Connection,
+        ) -> tuple[dict[str, list[tuple[int, Interval]]], dict[str, CountSeries], dict[str, int]]:
+            return (
+                self._read_intervals(conn, ids, lookback, end, now),
+                _read_counts(conn, ids, start, end),
+                _read_first_seen(conn, ids),
+            )
+
+        ivs, counts, first = await self.db.execute_read_fn(read)
         plans: dict[str, list[Span]] = {}
         out: dict[str, Oee] = {}
         for m in machines:
@@ -966,21 +966,6 @@ class ProductionService:
                 params=self.params,
             )
         return out
-
-    async def _first_seen(self, machine_ids: Sequence[str]) -> dict[str, int]:
-        marks = ",".join("?" * len(machine_ids))
-
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
-            return {
-                mid: first
-                for mid, first in conn.execute(
-                    "SELECT machine_id, min(start_ms) FROM production_intervals"
-                    f" WHERE machine_id IN ({marks}) GROUP BY machine_id",
-                    tuple(machine_ids),
-                )
-            }
-
-        return await self.db.execute_read_fn(read) if machine_ids else {}
 
     async def oee(self, machines: Sequence[MachineInfo], start: int, end: int) -> Oee:
         results = await self.oee_of(machines, start, end)
@@ -1297,6 +1282,37 @@ class ProductionService:
             raise KarkhanaError(f"cannot write report {stem}: {exc.strerror}") from None
         log.info("wrote production report %s/%s", site.id, stem)
         return [csv_path, pdf_path]
+
+
+def _read_counts(
+    conn: sqlite3.Connection, machine_ids: Sequence[str], start: int, end: int
+) -> dict[str, CountSeries]:
+    return {
+        mid: CountSeries.of_rows(
+            conn.execute(
+                "SELECT minute_ms, total, rejects FROM production_counts"
+                " WHERE machine_id = ? AND minute_ms >= ? AND minute_ms < ?"
+                " ORDER BY minute_ms",
+                (mid, start - start % 60_000, end),
+            ).fetchall()
+        )
+        for mid in machine_ids
+    }
+
+
+def _read_first_seen(conn: sqlite3.Connection, machine_ids: Sequence[str]) -> dict[str, int]:
+    """When each machine's first stored interval began."""
+    if not machine_ids:
+        return {}
+    marks = ",".join("?" * len(machine_ids))
+    return {
+        mid: first
+        for mid, first in conn.execute(
+            "SELECT machine_id, min(start_ms) FROM production_intervals"
+            f" WHERE machine_id IN ({marks}) GROUP BY machine_id",
+            tuple(machine_ids),
+        )
+    }
 
 
 def _earliest(
