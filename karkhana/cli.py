@@ -289,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", default="", metavar="ADDRESS", help="listen only on this address (default: all)"
     )
 
+    p = sub.add_parser(
+        "maintenance", help="train, score and list remaining-life and failure models"
+    )
+    from karkhana.maintenance.train import add_arguments as maintenance_arguments
+
+    maintenance_arguments(p)
+
     p = sub.add_parser("settings", help="print every setting with its environment variable")
     return parser
 
@@ -427,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for noisy in ("amqtt", "transitions"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        if args.command == "maintenance":
+            from karkhana.maintenance.train import run as run_maintenance
+
+            return run_maintenance(args, settings)
         if args.command == "certs":
             print(certs(args, settings))
             return 0

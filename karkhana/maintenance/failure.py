@@ -1,0 +1,192 @@
+"""Failure prediction from a machine's current readings (a classifier with a tuned threshold).
+
+Inputs are the signals of one moment (temperatures, speed, torque, tool wear, ...) and derived
+physical quantities (power = torque x speed, a temperature difference, strain = wear x torque)
+that make the failure boundaries simple. Gradient-boosted trees give a failure probability; the
+alarm threshold is the one with the best F1 on out-of-fold predictions of the training data, so
+the test data is never looked at.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedKFold
+
+from karkhana.core.errors import InvalidPayload
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """A feature computed from two columns: ``scale * (a op b)``."""
+
+    name: str
+    op: Literal["mul", "sub", "div"]
+    a: str
+    b: str
+    scale: float = 1.0
+
+    def compute(self, a: Array, b: Array) -> Array:
+        if self.op == "mul":
+            out = a * b
+        elif self.op == "sub":
+            out = a - b
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out = np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
+        result: Array = self.scale * out
+        return result
+
+
+def f1_score(pred: NDArray[np.bool_], true: NDArray[np.bool_]) -> float:
+    tp = float(np.sum(pred & true))
+    fp = float(np.sum(pred & ~true))
+    fn = float(np.sum(~pred & true))
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def best_threshold(proba: Array, true: NDArray[np.bool_]) -> float:
+    """The probability cut with the highest F1 (midpoint between neighbouring scores)."""
+    candidates = np.unique(np.round(proba, 4))
+    best, best_f1 = 0.5, -1.0
+    for c in candidates:
+        f1 = f1_score(proba >= c, true)
+        if f1 > best_f1:
+            best, best_f1 = float(c), f1
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierParams:
+    max_iter: int = 300
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 10
+    l2_regularization: float = 1.0
+
+
+class FailureModel:
+    """Binary failure classifier over named columns (fit on rows labelled 1 = failed)."""
+
+    kind = "failure"
+
+    def __init__(
+        self,
+        *,
+        derived: Sequence[Derived] = (),
+        categorical: Sequence[str] = (),
+        trees: ClassifierParams | None = None,
+        folds: int = 5,
+        seed: int = 0,
+    ) -> None:
+        self.derived = tuple(derived)
+        self.categorical = tuple(categorical)
+        self.trees = trees or ClassifierParams()
+        self.folds = folds
+        self.seed = seed
+        self.columns: tuple[str, ...] = ()
+        self.threshold = 0.5
+        self.cv_f1 = float("nan")
+        """F1 of the out-of-fold predictions of the training data at ``threshold``."""
+        self._clf: HistGradientBoostingClassifier | None = None
+        self._oof: Array | None = None
+        self._empty: NDArray[np.bool_] | None = None
+        self.fit_seconds = 0.0
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "derived": [
+                {"name": d.name, "op": d.op, "a": d.a, "b": d.b, "scale": d.scale}
+                for d in self.derived
+            ],
+            "categorical": list(self.categorical),
+            "trees": {k: getattr(self.trees, k) for k in self.trees.__slots__},
+            "folds": self.folds,
+            "seed": self.seed,
+            "threshold": self.threshold,
+        }
+
+    def _matrix(self, x: Array, columns: Sequence[str]) -> Array:
+        if x.ndim != 2 or x.shape[1] != len(columns):
+            raise InvalidPayload(f"{x.shape} values for {len(columns)} columns")
+        index = {c: i for i, c in enumerate(columns)}
+        parts = [x]
+        for d in self.derived:
+            for name in (d.a, d.b):
+                if name not in index:
+                    raise InvalidPayload(f"derived feature {d.name} needs column {name!r}")
+            parts.append(d.compute(x[:, index[d.a]], x[:, index[d.b]])[:, None])
+        m = np.hstack(parts)
+        if self._empty is not None:
+            m[:, self._empty] = 0.0  # no value in training: one constant the trees ignore
+        return m
+
+    def _classifier(self) -> HistGradientBoostingClassifier:
+        p = self.trees
+        cats = [self.columns.index(c) for c in self.categorical]
+        return HistGradientBoostingClassifier(
+            max_iter=p.max_iter,
+            learning_rate=p.learning_rate,
+            max_leaf_nodes=p.max_leaf_nodes,
+            min_samples_leaf=p.min_samples_leaf,
+            l2_regularization=p.l2_regularization,
+            categorical_features=cats or None,
+            early_stopping=False,
+            random_state=self.seed,
+        )
+
+    def fit(self, x: Array, y: Array, columns: Sequence[str]) -> FailureModel:
+        """Learn from rows ``x`` (named ``columns``) and labels ``y`` (1 failed, 0 not)."""
+        for c in self.categorical:
+            if c not in columns:
+                raise InvalidPayload(f"categorical column {c!r} is not among the inputs")
+        if y.shape[0] != x.shape[0]:
+            raise InvalidPayload(f"{x.shape[0]} rows but {y.shape[0]} labels")
+        labels = np.asarray(y) > 0.5
+        positives = int(labels.sum())
+        if positives < self.folds or labels.size - positives < self.folds:
+            raise InvalidPayload(
+                f"training needs at least {self.folds} failed and {self.folds} healthy rows"
+            )
+        start = time.perf_counter()
+        self.columns = tuple(columns)
+        self._empty = None
+        m = self._matrix(x, columns)
+        empty = np.asarray(np.isnan(m).all(axis=0), dtype=bool)
+        m[:, empty] = 0.0
+        self._empty = empty
+        oof = np.empty(labels.size)
+        splitter = StratifiedKFold(self.folds, shuffle=True, random_state=self.seed)
+        for train, held in splitter.split(m, labels):
+            clf = self._classifier().fit(m[train], labels[train])
+            oof[held] = clf.predict_proba(m[held])[:, 1]
+        self.threshold = best_threshold(oof, labels)
+        self.cv_f1 = f1_score(oof >= self.threshold, labels)
+        self._oof = oof
+        self._clf = self._classifier().fit(m, labels)
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def predict_proba(self, x: Array, columns: Sequence[str] | None = None) -> Array:
+        """Failure probability of each row; ``columns`` (default: the training order) name x."""
+        if self._clf is None:
+            raise InvalidPayload("the model is not trained")
+        if columns is not None and tuple(columns) != self.columns:
+            missing = [c for c in self.columns if c not in columns]
+            if missing:
+                raise InvalidPayload(f"missing columns: {', '.join(missing)}")
+            x = x[:, [list(columns).index(c) for c in self.columns]]
+        proba: Array = self._clf.predict_proba(self._matrix(x, self.columns))[:, 1]
+        return proba
+
+    def predict(self, x: Array, columns: Sequence[str] | None = None) -> NDArray[np.bool_]:
+        result: NDArray[np.bool_] = self.predict_proba(x, columns) >= self.threshold
+        return result

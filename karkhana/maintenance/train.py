@@ -1,0 +1,267 @@
+"""``karkhana maintenance``: train, score and list remaining-life and failure models.
+
+Training data comes from files (C-MAPSS text files, the AI4I table, or CSV run histories /
+tables); models go to the registry under ``<data_dir>/models/<template>/<version>/``.
+The heavy imports (numpy, scikit-learn) wait until a command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from karkhana.core import config
+from karkhana.core.errors import InvalidPayload
+
+if TYPE_CHECKING:
+    from karkhana.core.config import Settings
+    from karkhana.maintenance.registry import ModelRegistry
+    from karkhana.maintenance.rul import Run
+
+
+def _list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="data file (.txt, .txt.gz or .csv)")
+    p.add_argument(
+        "--format",
+        choices=["csv", "cmapss", "ai4i"],
+        default="csv",
+        help="csv: columns unit, cycle, signals (rul) or a table with --label (failure); "
+        "cmapss: NASA C-MAPSS text file; ai4i: the AI4I 2020 table",
+    )
+    p.add_argument(
+        "--settings",
+        type=_list,
+        default=[],
+        metavar="COL,...",
+        help="csv run histories: operating-setting columns (not signals)",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="maintenance_command", required=True)
+    t = sub.add_parser("train", help="train a model and store it as the template's next version")
+    t.add_argument("kind", choices=["rul", "failure"], help="remaining life or failure")
+    t.add_argument("--template", required=True, help="machine template the model is for")
+    _data_arguments(t)
+    t.add_argument("--label", default=None, help="failure, csv: the 0/1 label column")
+    t.add_argument(
+        "--exclude", type=_list, default=[], metavar="COL,...", help="failure, csv: not inputs"
+    )
+    t.add_argument("--cap", type=float, default=125.0, help="rul: cap of the life target")
+    t.add_argument(
+        "--regimes",
+        type=int,
+        default=1,
+        help="rul: operating regimes to normalise per (needs settings; 1 = none)",
+    )
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="share of units (rul) or rows (failure) held out for the stored metrics",
+    )
+    config.add_arguments(t, ("data_dir",))
+
+    s = sub.add_parser("score", help="score data with a stored model; CSV to stdout or --out")
+    s.add_argument("--template", required=True)
+    s.add_argument("--version", type=int, default=None, help="default: the latest")
+    _data_arguments(s)
+    s.add_argument("--out", type=Path, default=None, metavar="FILE")
+    config.add_arguments(s, ("data_dir",))
+
+    m = sub.add_parser("models", help="list stored models with their metrics")
+    m.add_argument("--template", default=None)
+    config.add_arguments(m, ("data_dir",))
+
+
+def _runs(args: argparse.Namespace) -> tuple[list[Run], list[str], list[str]]:
+    from karkhana.maintenance import datasets
+
+    if args.format == "cmapss":
+        runs = datasets.load_cmapss_file(args.data)
+        return runs, list(datasets.CMAPSS_SENSORS), list(datasets.CMAPSS_SETTINGS)
+    if args.format == "csv":
+        runs, signals = datasets.load_csv_runs(args.data, settings=args.settings)
+        return runs, signals, list(args.settings)
+    raise InvalidPayload("remaining-life models read --format csv or cmapss")
+
+
+def _train_rul(args: argparse.Namespace, registry: ModelRegistry) -> str:
+    import numpy as np
+
+    from karkhana.maintenance.rul import RulModel, phm08_score, rmse, split_units, truncate
+
+    runs, signals, settings = _runs(args)
+
+    def model() -> RulModel:
+        return RulModel(cap=args.cap, regimes=args.regimes, seed=args.seed)
+
+    metrics: dict[str, float] = {}
+    if args.holdout > 0 and len(runs) >= 5:
+        train, held = split_units(runs, args.holdout, args.seed)
+        cut, true = truncate(held, args.seed)
+        pred = model().fit(train).predict(cut)
+        capped = np.minimum(true, args.cap)
+        metrics = {
+            "holdout_units": float(len(held)),
+            "holdout_rmse": rmse(pred.rul, capped),
+            "holdout_phm08_score": phm08_score(pred.rul, capped),
+            "holdout_interval_coverage": float(
+                np.mean((capped >= pred.lower) & (capped <= pred.upper))
+            ),
+        }
+    final = model().fit(runs)
+    metrics["fit_seconds"] = final.fit_seconds
+    manifest = registry.save(
+        args.template,
+        final,
+        metrics=metrics,
+        data={
+            "source": str(args.data),
+            "format": args.format,
+            "units": len(runs),
+            "rows": int(sum(len(r) for r in runs)),
+            "cycles_min": min(len(r) for r in runs),
+            "cycles_max": max(len(r) for r in runs),
+        },
+        signals=signals,
+        settings=settings,
+    )
+    return _saved(manifest.template, manifest.version, metrics)
+
+
+def _table(args: argparse.Namespace, label: str | None) -> Any:
+    from karkhana.maintenance import datasets
+
+    if args.format == "ai4i":
+        table = datasets.load_ai4i(args.data)
+        if label is None:
+            table = datasets.Table(table.columns, table.x, None)
+        return table
+    if args.format == "csv":
+        return datasets.load_csv_table(args.data, label=label, exclude=getattr(args, "exclude", []))
+    raise InvalidPayload("failure models read --format csv or ai4i")
+
+
+def _train_failure(args: argparse.Namespace, registry: ModelRegistry) -> str:
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from karkhana.maintenance import datasets
+    from karkhana.maintenance.failure import FailureModel, f1_score
+
+    if args.format == "csv" and not args.label:
+        raise InvalidPayload("--label names the 0/1 failure column of the CSV table")
+    table = _table(args, args.label)
+    assert table.y is not None
+    ai4i = args.format == "ai4i"
+
+    def model() -> FailureModel:
+        return FailureModel(
+            derived=datasets.AI4I_DERIVED if ai4i else (),
+            categorical=(datasets.AI4I_TYPE,) if ai4i else (),
+            seed=args.seed,
+        )
+
+    labels = table.y > 0.5
+    metrics: dict[str, float] = {}
+    if args.holdout > 0:
+        tr, te = train_test_split(
+            np.arange(labels.size),
+            test_size=args.holdout,
+            stratify=labels,
+            random_state=args.seed,
+        )
+        held = model().fit(table.x[tr], table.y[tr], table.columns)
+        metrics = {
+            "holdout_rows": float(te.size),
+            "holdout_f1": f1_score(held.predict(table.x[te]), labels[te]),
+        }
+    final = model().fit(table.x, table.y, table.columns)
+    metrics["cv_f1"] = final.cv_f1
+    metrics["fit_seconds"] = final.fit_seconds
+    manifest = registry.save(
+        args.template,
+        final,
+        metrics=metrics,
+        data={
+            "source": str(args.data),
+            "format": args.format,
+            "rows": int(labels.size),
+            "failures": int(labels.sum()),
+        },
+        signals=list(table.columns),
+    )
+    return _saved(manifest.template, manifest.version, metrics)
+
+
+def _saved(template: str, version: int, metrics: dict[str, float]) -> str:
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    return f"stored {template} version {version}: {shown}"
+
+
+def _score(args: argparse.Namespace, registry: ModelRegistry) -> str:
+    manifest, model = registry.load(args.template, args.version)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if manifest.kind == "rul":
+        runs, signals, _ = _runs(args)
+        if manifest.signals and signals != manifest.signals:
+            raise InvalidPayload(
+                f"signals {signals} differ from the model's {manifest.signals} (same order)"
+            )
+        pred = model.predict(runs)
+        writer.writerow(["unit", "cycles", "rul", "lower", "upper", "coverage"])
+        for run, r, lo, hi in zip(runs, pred.rul, pred.lower, pred.upper, strict=True):
+            writer.writerow(
+                [run.unit, len(run), f"{r:.2f}", f"{lo:.2f}", f"{hi:.2f}", pred.coverage]
+            )
+    else:
+        table = _table(args, None)
+        proba = model.predict_proba(table.x, table.columns)
+        writer.writerow(["row", "failure_probability", "failure"])
+        for i, p in enumerate(proba):
+            writer.writerow([i + 1, f"{p:.4f}", int(p >= model.threshold)])
+    text = out.getvalue()
+    if args.out is None:
+        return text.rstrip("\n")
+    args.out.write_text(text, encoding="utf-8")
+    return f"{text.count(chr(10)) - 1} rows written to {args.out}"
+
+
+def _models(args: argparse.Namespace, registry: ModelRegistry) -> str:
+    templates = [args.template] if args.template else registry.templates()
+    lines = []
+    for template in templates:
+        for version in registry.versions(template):
+            m = registry.manifest(template, version)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in m.metrics.items())
+            lines.append(
+                f"{template} v{version} {m.kind} {m.created_at} rows {m.data.get('rows')}: {shown}"
+            )
+    return "\n".join(lines) if lines else f"no models in {registry.root}"
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``karkhana maintenance ...``; prints the result, returns the exit code."""
+    from karkhana.maintenance.registry import ModelRegistry
+
+    registry = ModelRegistry.of(settings.data_dir)
+    command = args.maintenance_command
+    if command == "train":
+        text = (_train_rul if args.kind == "rul" else _train_failure)(args, registry)
+    elif command == "score":
+        text = _score(args, registry)
+    else:
+        text = _models(args, registry)
+    print(text, file=sys.stdout)
+    return 0
