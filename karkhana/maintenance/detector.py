@@ -30,6 +30,9 @@ from karkhana.core.errors import InvalidPayload
 
 Array = npt.NDArray[np.float64]
 MAD_TO_SIGMA = 1.4826
+RELATIVE_FLOOR = 0.01
+"""A signal's spread is taken as at least 1 % of its typical value: industrial sensors rarely
+resolve less, and a barrel held at 230 °C by its controller is not anomalous at 232 °C."""
 FORMAT = "karkhana-detector/1"
 
 
@@ -62,6 +65,7 @@ class Detector(ABC):
         self.center: Array = np.zeros(0)
         self.scale: Array = np.zeros(0)
         self.cov: Array = np.zeros((0, 0))
+        self._floored: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self.threshold = 1.0
         self.fitted = False
         self._buffer: list[list[float]] = []
@@ -107,18 +111,25 @@ class Detector(ABC):
         center = np.median(complete, axis=0)
         mad = np.median(np.abs(complete - center), axis=0) * MAD_TO_SIGMA
         std = complete.std(axis=0)
-        floor = np.maximum(1e-3 * np.abs(center), 1e-6)
+        floor = np.maximum(RELATIVE_FLOOR * np.abs(center), 1e-6)
         self.center = center
-        self.scale = np.maximum(np.where(mad > 0, mad, std), floor)
+        measured = np.where(mad > 0, mad, std)
+        self.scale = np.maximum(measured, floor)
+        self._floored = floor > measured
         z = (complete - center) / self.scale
-        cov = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
-        self.cov = cov + 1e-4 * np.eye(z.shape[1])
+        self.cov = self._regularise(np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1]))
         self._fit_z(z)
         self.threshold = 1.0
         raw = self._index(z)
         self.threshold = max(float(np.quantile(raw, self.quantile)), 1e-12)
         self.fitted = True
         return self
+
+    def _regularise(self, cov: Array) -> Array:
+        """A small ridge; and a signal whose spread was raised to the floor keeps it (variance
+        at least 1), so that the floor holds for the multivariate detectors too."""
+        lift = np.where(self._floored, np.maximum(0.0, 1.0 - np.diag(cov)), 0.0)
+        return np.asarray(cov + np.diag(lift) + 1e-4 * np.eye(len(cov)))
 
     def score(self, x: npt.ArrayLike) -> Array:
         """Score of each row; 1.0 is the threshold."""
@@ -163,6 +174,18 @@ class Detector(ABC):
             return dict.fromkeys(self.signals, 0.0)
         shares = self.contributions(self._row(x)[None, :])[0]
         return {s: float(v) for s, v in zip(self.signals, shares, strict=True)}
+
+    def spread(self) -> dict[str, float]:
+        """Robust spread (1.4826 x MAD) of each signal in what was learned so far (empty with
+        too few rows)."""
+        if self.fitted:
+            return {s: float(v) for s, v in zip(self.signals, self.scale, strict=True)}
+        if len(self._buffer) < self.min_train:
+            return {}
+        data = np.array(self._buffer)
+        mad = np.median(np.abs(data - np.median(data, axis=0)), axis=0) * MAD_TO_SIGMA
+        floor = np.maximum(RELATIVE_FLOOR * np.abs(np.median(data, axis=0)), 1e-6)
+        return {s: float(v) for s, v in zip(self.signals, np.maximum(mad, floor), strict=True)}
 
     @property
     def n_learned(self) -> int:
@@ -338,8 +361,7 @@ class MahalanobisDetector(_Quadratic):
         d2 = self._index(z)
         keep = d2 <= np.quantile(d2, 0.975)
         if keep.sum() > z.shape[1] + 1:
-            cov = np.cov(z[keep], rowvar=False).reshape(z.shape[1], z.shape[1])
-            cov = cov + 1e-4 * np.eye(z.shape[1])
+            cov = self._regularise(np.cov(z[keep], rowvar=False).reshape(z.shape[1], z.shape[1]))
             self._set_m(np.asarray(np.linalg.inv(cov), dtype=np.float64))
 
 

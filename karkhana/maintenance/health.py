@@ -16,7 +16,11 @@ from karkhana.maintenance.detector import Detector
 
 DAY_MS = 86_400_000
 ALARM_BELOW = 50.0
+STEADY_SPREADS = 2.0
+"""A signal is steady when its fast and slow EWMAs differ by at most this many spreads."""
 CLEAR_ABOVE = 65.0
+SCORE_CLIP = 10.0
+"""Scores above ten times the threshold count as ten (health index 3.8)."""
 
 
 def health_index(score: float) -> float:
@@ -89,8 +93,11 @@ class HealthUpdate:
 
 class HealthTracker:
     """Smoothed score -> index, a bounded history for the trend, and an alarm with hysteresis:
-    raised when the index stays below ``alarm_below`` for ``confirm`` updates, cleared when it
-    is back above ``clear_above``."""
+    raised when the index stays below ``alarm_below`` for ``confirm`` updates and at least
+    ``confirm_ms``, cleared when it is back above ``clear_above``.
+
+    Scores are clipped at ``clip`` before smoothing: one wild reading (a sensor glitch, a
+    transient) then cannot hold the index down for long, while a real fault keeps it low."""
 
     def __init__(
         self,
@@ -100,12 +107,17 @@ class HealthTracker:
         alarm_below: float = ALARM_BELOW,
         clear_above: float = CLEAR_ABOVE,
         confirm: int = 3,
+        confirm_ms: int = 0,
+        clip: float = SCORE_CLIP,
         history: int = 2000,
     ) -> None:
         self.ewma = Ewma(span, tau_ms)
         self.alarm_below = alarm_below
         self.clear_above = clear_above
         self.confirm = max(1, confirm)
+        self.confirm_ms = confirm_ms
+        self.clip = clip
+        self._low_since: int | None = None
         self.history: deque[tuple[int, float]] = deque(maxlen=history)
         self.alarm = False
         self._low = 0
@@ -115,16 +127,19 @@ class HealthTracker:
         return self.history[-1][1] if self.history else 100.0
 
     def update(self, ts: int, score: float) -> HealthUpdate:
-        smoothed = self.ewma.update(score, ts)
+        smoothed = self.ewma.update(min(score, self.clip), ts)
         index = health_index(smoothed)
         self.history.append((ts, index))
         raised = cleared = False
         if index < self.alarm_below:
             self._low += 1
-            if not self.alarm and self._low >= self.confirm:
+            if self._low_since is None:
+                self._low_since = ts
+            confirmed = self._low >= self.confirm and ts - self._low_since >= self.confirm_ms
+            if not self.alarm and confirmed:
                 self.alarm = raised = True
         else:
-            self._low = 0
+            self._low, self._low_since = 0, None
             if self.alarm and index > self.clear_above:
                 self.alarm, cleared = False, True
         return HealthUpdate(ts, index, smoothed, self.alarm, raised, cleared)
@@ -142,9 +157,15 @@ class ConditionMonitor:
     ``learn_ms`` of running data, then score every running row into the health tracker.
 
     Only rows in the running state are learned and scored: a stopped loom is not an anomaly,
-    and its health stays where the last running data left it. After a stop the machine needs
-    time to come back to its steady state (a bearing that cooled during a power cut warms up
-    again): rows are skipped for as long as it stood still, at most ``settle_ms``.
+    and its health stays where the last running data left it. After a stop of at least
+    ``settle_after_ms`` (or as long without data) the machine must also be back in its steady
+    state: a bearing that cooled
+    during a power cut warms up again, a moulding machine's barrel heats for hours. Rows are
+    skipped until every signal is back near its level before the stop or has stopped moving (a
+    fast and a slow EWMA of it, time constants ``fast_ms`` and ``slow_ms``, agree), within two
+    of the signal's learned spreads; for at least as long as the machine stood still (up to
+    ``slow_ms``) and at most ``settle_ms``. A fault that grows while the machine runs is back
+    near its level before a short stop at once, so it is not hidden.
     """
 
     def __init__(
@@ -154,8 +175,11 @@ class ConditionMonitor:
         learn_ms: int = DAY_MS,
         tracker: HealthTracker | None = None,
         first_ts: int | None = None,
-        settle_ms: int = 3_600_000,
+        settle_ms: int = 4 * 3_600_000,
         stop_gap_ms: int = 120_000,
+        fast_ms: int = 5 * 60_000,
+        slow_ms: int = 20 * 60_000,
+        settle_after_ms: int = 10 * 60_000,
     ) -> None:
         self.detector = detector
         self.learn_ms = learn_ms
@@ -164,8 +188,64 @@ class ConditionMonitor:
         self.last_ts: int | None = None
         self.settle_ms = settle_ms
         self.stop_gap_ms = stop_gap_ms
-        self.settled_from: int | None = None
+        self.fast_ms = fast_ms
+        self.slow_ms = slow_ms
+        self.settle_after_ms = settle_after_ms
         self.explanation: dict[str, float] = {}
+        self._settle_start: int | None = None
+        self._settle_min = 0
+        self._spread: dict[str, float] = {}
+        self._fast: dict[str, float] = {}
+        self._slow: dict[str, float] = {}
+        self._ewma_ts = 0
+        self._stopped_at: int | None = None
+        self._before: dict[str, float] = {}
+        self._steady_since: int | None = None
+
+    @property
+    def settling(self) -> bool:
+        return self._settle_start is not None
+
+    def _start_settling(self, ts: int, stopped_ms: int) -> None:
+        self._settle_min = max(self._settle_min, ts + min(stopped_ms, self.slow_ms))
+        if self._settle_start is None:
+            self._before = dict(self._fast)  # the running level just before the stop
+        self._settle_start = ts
+        self._spread = self.detector.spread()
+
+    def _track(self, ts: int, row: Mapping[str, float | None]) -> None:
+        """Fast and slow EWMAs of every signal over running rows; a stop does not count as
+        elapsed time, so after it they still remember the steady running level."""
+        dt = min(max(0, ts - self._ewma_ts), self.stop_gap_ms)
+        self._ewma_ts = ts
+        a_fast = 1.0 - math.exp(-dt / self.fast_ms)
+        a_slow = 1.0 - math.exp(-dt / self.slow_ms)
+        for k, v in row.items():
+            if v is None or not math.isfinite(v):
+                continue
+            self._fast[k] = a_fast * v + (1 - a_fast) * self._fast.get(k, v)
+            self._slow[k] = a_slow * v + (1 - a_slow) * self._slow.get(k, v)
+
+    def _steady(self, ts: int) -> bool:
+        assert self._settle_start is not None
+        if ts - self._settle_start >= self.settle_ms:
+            return True
+        if ts < self._settle_min:
+            return False
+        limit = STEADY_SPREADS
+        steady = all(
+            abs(self._fast[k] - self._slow[k]) <= limit * spread
+            or abs(self._fast[k] - self._before.get(k, math.inf)) <= limit * spread
+            for k, spread in self._spread.items()
+            if k in self._fast and k in self._slow
+        )
+        # held for a while: the averages also agree for a moment when one crosses the other
+        if not steady:
+            self._steady_since = None
+            return False
+        if self._steady_since is None:
+            self._steady_since = ts
+        return ts - self._steady_since >= min(self.fast_ms, ts - self._settle_start)
 
     @property
     def learning(self) -> bool:
@@ -189,13 +269,22 @@ class ConditionMonitor:
         self, ts: int, row: Mapping[str, float | None], running: bool
     ) -> HealthUpdate | None:
         if not running:
+            if self._stopped_at is None:
+                self._stopped_at = ts
             return None
-        if self.last_ts is not None and ts - self.last_ts > self.stop_gap_ms:
-            gap = ts - self.last_ts
-            self.settled_from = max(self.settled_from or 0, ts + min(gap, self.settle_ms))
-        if self.settled_from is not None and ts < self.settled_from:
-            self.last_ts = ts
-            return None
+        stopped = None
+        if self._stopped_at is not None:
+            stopped, self._stopped_at = ts - self._stopped_at, None
+        elif self.last_ts is not None and ts - self.last_ts > self.stop_gap_ms:
+            stopped = ts - self.last_ts  # no data: it may have stopped
+        if stopped is not None and stopped >= self.settle_after_ms:
+            self._start_settling(ts, stopped)
+        self._track(ts, row)
+        if self._settle_start is not None:
+            if not self._steady(ts):
+                self.last_ts = ts
+                return None
+            self._settle_start, self._settle_min, self._steady_since = None, 0, None
         if self.first_ts is None:
             self.first_ts = ts
         self.last_ts = ts

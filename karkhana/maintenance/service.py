@@ -62,6 +62,12 @@ ALARM_KEY = "health_alarm"
 RUN_HOURS_KEY = "run_hours"
 FAR_FUTURE_MS = 2**62
 READ_LIMIT = 50_000
+LEARN_MS = DAY_MS
+"""Normal behaviour is learned from a machine's first day of running data (a daily cycle)."""
+HEALTH_TAU_MS = 15 * MINUTE_MS
+"""Time constant of the smoothing of anomaly scores into the health index."""
+CONFIRM_MS = HOUR_MS
+"""The health index must stay below the alarm level this long before the alarm is raised."""
 
 RulSource = Callable[[str], Awaitable[dict[str, Any] | None]]
 """Remaining useful life of a machine from a trained model, or None when there is none."""
@@ -104,8 +110,16 @@ def operating_state(template: MachineTemplate, values: Mapping[str, Value | None
     return None
 
 
+UNMONITORED_CATEGORIES = frozenset({"energy", "environment"})
+"""Meters, power sources and room sensors measure the plant, not a machine's condition."""
+
+
 def feature_signals(template: MachineTemplate, machine: Machine) -> tuple[str, ...]:
-    """The numeric (not counter, flag or text) signals of a machine the detector watches."""
+    """The numeric (not counter, flag or text) signals of a machine the detector watches; none
+    for templates without operating states (the monitor needs to know when it runs) and for
+    meters and sensors."""
+    if not template.state_rules or template.category in UNMONITORED_CATEGORIES:
+        return ()
     bound = {s.name for s in machine.signals}
     return tuple(s.key for s in template.signals if s.kind == "number" and s.key in bound)
 
@@ -193,10 +207,11 @@ class MaintenanceService:
         audit: AuditLog | None = None,
         *,
         interval_s: float = 60.0,
-        learn_ms: int = DAY_MS,
+        learn_ms: int = LEARN_MS,
         stale_ms: int = 10 * MINUTE_MS,
         detector: Callable[[Sequence[str]], Detector] | None = None,
-        health_tau_ms: int = 15 * MINUTE_MS,
+        health_tau_ms: int = HEALTH_TAU_MS,
+        confirm_ms: int = CONFIRM_MS,
         save_every_ms: int = 15 * MINUTE_MS,
         work_orders_on_alarm: bool = True,
     ) -> None:
@@ -210,6 +225,7 @@ class MaintenanceService:
         self.stale_ms = stale_ms
         self.make_detector = detector or (lambda signals: MahalanobisDetector(signals))
         self.health_tau_ms = health_tau_ms
+        self.confirm_ms = confirm_ms
         self.save_every_ms = save_every_ms
         self.work_orders_on_alarm = work_orders_on_alarm
         self.rul_source: RulSource | None = None
@@ -278,9 +294,7 @@ class MaintenanceService:
             return None
         last: HealthUpdate | None = None
         for ts, values in rows:
-            running = (
-                operating_state(template, values) == "running" if template.state_rules else True
-            )
+            running = operating_state(template, values) == "running"
             if watch.last_row_ts is not None and running and watch.last_running:
                 watch.run_ms += min(ts - watch.last_row_ts, self.stale_ms)
             watch.last_row_ts, watch.last_running = ts, running
@@ -339,7 +353,7 @@ class MaintenanceService:
                 (machine.id,),
             ).fetchone()
         )
-        tracker = HealthTracker(tau_ms=self.health_tau_ms)
+        tracker = HealthTracker(tau_ms=self.health_tau_ms, confirm_ms=self.confirm_ms)
         monitor = None
         last_ts, run_ms = 0, 0
         if row is not None:
