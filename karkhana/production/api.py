@@ -240,6 +240,30 @@ async def set_reason(
     return _stop_json(service, after)
 
 
+@router.get("/shifts")
+async def shifts(
+    rt: RuntimeDep,
+    user: CurrentUser,
+    site_id: str | None = Query(None, max_length=64),
+    date: str | None = Query(None, max_length=10, description="local date (default: today)"),
+) -> dict[str, Any]:
+    """A site's working shifts starting on a date, for per-shift OEE and reports."""
+    service = _service(rt)
+    await service.look_up(("site", site_id))
+    site = _site_for(service, user, site_id)
+    day = _day(date, rt, site)
+    return {
+        "site_id": site.id,
+        "timezone": site.tz.key,
+        "calendar": {"id": site.calendar.id, "name": site.calendar.name},
+        "date": day.isoformat(),
+        "shifts": [
+            {"id": w.id, "name": w.name, "start_ms": w.start_ms, "end_ms": w.end_ms}
+            for w in service.shifts_on(site, day)
+        ],
+    }
+
+
 @router.get("/reasons")
 async def reasons(rt: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
     """The downtime reason tree, labelled in English and Urdu."""

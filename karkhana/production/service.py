@@ -1180,25 +1180,28 @@ class ProductionService:
             labels.update({rid: r.label for rid, r in self.reasons.by_id.items()})
         return pareto(items, labels)
 
+    def shifts_on(self, site: SiteInfo, day: date) -> list[ShiftWindow]:
+        """The working shifts that start on a local date (none on a day off)."""
+        return [
+            w
+            for w in shifts_between(site.calendar, site.tz, *day_span(day, site.tz))
+            if w.day == day.isoformat()
+        ]
+
     # -- reports -------------------------------------------------------------------------
     def report_range(
         self, site: SiteInfo, kind: str, day: date, shift_id: str | None
     ) -> tuple[int, int, str]:
         """The time a shift or daily report covers, and its title."""
         if kind == "daily":
-            shifts = [w for w in shifts_between(site.calendar, site.tz, *day_span(day, site.tz))]
-            shifts = [w for w in shifts if w.day == day.isoformat()]
+            shifts = self.shifts_on(site, day)
             if shifts:
                 return shifts[0].start_ms, shifts[-1].end_ms, f"Daily report {day.isoformat()}"
             start, end = day_span(day, site.tz)
             return start, end, f"Daily report {day.isoformat()} (no shifts)"
         if shift_id is None:
             now = self.clock.now_ms()
-            begun = [
-                w
-                for w in shifts_between(site.calendar, site.tz, *day_span(day, site.tz))
-                if w.day == day.isoformat() and w.start_ms <= now
-            ]
+            begun = [w for w in self.shifts_on(site, day) if w.start_ms <= now]
             if not begun:
                 raise NotFound(f"no shift of {day.isoformat()} has begun")
             window = begun[-1]

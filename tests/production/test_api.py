@@ -260,7 +260,7 @@ async def test_huge_stop_ids_are_refused(api: httpx.AsyncClient) -> None:
 
 async def test_every_production_route_has_a_policy(mill: Runtime) -> None:
     routes = [r for r in route_table(create_app(mill)) if "/production/" in r[1]]
-    assert len(routes) == 12
+    assert len(routes) == 13
     assert all(r in POLICIES for r in routes)
 
 
@@ -271,3 +271,20 @@ async def test_a_machine_created_a_moment_ago_is_found(
     r = await api.get("/api/v1/production/oee", params={"machine_id": "L2"})
     assert r.status_code == 200, r.text
     assert r.json()["planned_ms"] == 0  # it has not reported yet
+
+
+async def test_shifts_of_a_day_for_per_shift_oee(api: httpx.AsyncClient) -> None:
+    body = (await api.get("/api/v1/production/shifts?site_id=mill&date=2026-06-03")).json()
+    assert body["timezone"] == "Asia/Karachi" and body["calendar"]["id"] == "default"
+    assert [(s["id"], s["start_ms"]) for s in body["shifts"]] == [
+        ("A", SHIFT_A),
+        ("B", SHIFT_A + 480 * M),
+        ("C", SHIFT_A + 960 * M),
+    ]
+    a = body["shifts"][0]
+    r = await api.get(
+        "/api/v1/production/oee", params={"machine_id": "L1", "start": a["start_ms"], "end": NOW}
+    )
+    assert r.json()["planned_ms"] == 180 * M
+    sunday = (await api.get("/api/v1/production/shifts?site_id=mill&date=2026-06-07")).json()
+    assert sunday["shifts"] == []
