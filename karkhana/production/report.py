@@ -12,12 +12,14 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-from fpdf import FPDF
 
 from karkhana.production.downtime import Label, ParetoItem
 from karkhana.production.model import Oee, Stop
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 TOP_STOPS = 10
 TOP_REASONS = 10
@@ -189,6 +191,8 @@ def _table(
 
 
 def render_pdf(report: Report) -> bytes:
+    from fpdf import FPDF  # a third of a second to import: only when a PDF is made
+
     pdf = FPDF(orientation="landscape", format="A4")
     pdf.set_creator("karkhana")
     pdf.set_title(_latin1(report.title))
