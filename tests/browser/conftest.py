@@ -97,9 +97,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     proc, url = start_server(base / "data", devices=4)
     try:
         r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
-        yield Server(url, r.json()["token"], base / "data")
+        ready = Server(url, r.json()["token"], base / "data")
+        wait_for_machines(ready)
+        yield ready
     finally:
         stop_server(proc)
+
+
+def wait_for_machines(server: Server, timeout_s: float = 30) -> None:
+    """Until the demo has registered its machines (it does so just after the server starts)."""
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    with server.api() as api:
+        while time.monotonic() < deadline:
+            tree = api.get("/api/v1/assets").json()
+            count = sum(len(ln["machines"]) for s in tree for a in s["areas"] for ln in a["lines"])
+            if count and count == last:
+                return
+            last = count
+            time.sleep(1)
+    raise RuntimeError("the demo registered no machines")
 
 
 def new_driver(width: int = 1280, height: int = 900) -> WebDriver:

@@ -1,5 +1,7 @@
 // Small formatting helpers shared by the pages.
-import { t } from "./i18n.js";
+import { current, t } from "./i18n.js";
+
+const locale = () => (current() === "ur" ? "ur-PK" : undefined);
 
 const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
@@ -23,11 +25,11 @@ export function duration(ms) {
 }
 
 export function time(ms) {
-  return ms ? new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "–";
+  return ms ? new Date(ms).toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" }) : "–";
 }
 
 export function dateTime(ms) {
-  return ms ? new Date(ms).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "–";
+  return ms ? new Date(ms).toLocaleString(locale(), { dateStyle: "short", timeStyle: "short" }) : "–";
 }
 
 export function today() {

@@ -44,7 +44,7 @@ export function tile(m, alarms) {
   const since = m.state_since_ms ? ` · ${esc(t("common.since", { time: time(m.state_since_ms) }))}` : "";
   return `<a class="tile st-${esc(m.state)}" href="#/machine/${encodeURIComponent(m.machine_id)}"
       data-machine="${esc(m.machine_id)}" data-state="${esc(m.state)}">
-    <h3><span class="name">${esc(m.name)}</span><span class="alarms">${alarmBadge(alarms)}</span></h3>
+    <h3><span class="name" dir="auto">${esc(m.name)}</span><span class="alarms">${alarmBadge(alarms)}</span></h3>
     <div class="state">${esc(stateName(m.state))}${since}</div>
     <dl><dt>${esc(t("tile.speed"))}</dt><dd class="speed">${speed}</dd>
       <dt>${esc(t("tile.output"))}</dt><dd class="output">${num(m.output, 0)}</dd>
