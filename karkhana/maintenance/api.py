@@ -107,7 +107,7 @@ async def machine_reliability(
 ) -> dict[str, Any]:
     """MTBF and MTTR from the machine's breakdown work orders."""
     end = rt.clock.now_ms() + 1
-    r = await _service(rt).reliability(machine_id, end - int(days * DAY_MS), end)
+    r = await _service(rt).reliability(machine_id, end - max(1, int(days * DAY_MS)), end)
     return {
         "machine_id": r.machine_id,
         "start_ms": r.start_ms,
@@ -259,7 +259,7 @@ class ScheduleIn(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     basis: ScheduleBasis
     interval: float = Field(
-        gt=0, le=1e12, description="days (calendar), run hours or counts between jobs"
+        ge=0.001, le=1e12, description="days (calendar), run hours or counts between jobs"
     )
     signal: str | None = Field(
         default=None,

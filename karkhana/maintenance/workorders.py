@@ -16,6 +16,8 @@ from karkhana.maintenance.model import (
 )
 
 HOUR_MS = 3_600_000
+MAX_USED = 1e9
+"""Share of the interval reported at most (a wild meter reading stays a finite number)."""
 DAY_MS = 86_400_000
 
 TRANSITIONS: dict[WorkOrderStatus, frozenset[WorkOrderStatus]] = {
@@ -84,7 +86,7 @@ def due(schedule: Schedule, now_ms: int, meter: float | None) -> Due:
         # a counter reset (a new device, a replaced PLC) starts the interval again
         used_units = max(0.0, meter - schedule.last_done_meter)
         reading = meter
-    used = used_units / schedule.interval
+    used = min(used_units / schedule.interval, MAX_USED)
     if used >= 1.0:
         status = "overdue"
     elif used >= 1.0 - schedule.lead:

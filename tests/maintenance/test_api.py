@@ -68,6 +68,8 @@ async def test_work_order_crud_is_audited(admin: httpx.AsyncClient, mill: dict[s
     assert (await admin.patch(url, json={"title": None})).status_code == 400
     listed = (await admin.get(f"{BASE}/work-orders", params={"status": "done"})).json()
     assert [o["id"] for o in listed] == [wo["id"]]
+    tiny = await admin.get(f"{BASE}/machines/L-a/reliability", params={"days": 1e-300})
+    assert tiny.status_code == 200
     rel = (await admin.get(f"{BASE}/machines/L-a/reliability", params={"days": 1})).json()
     assert rel["failures"] == 1 and rel["mttr_h"] is not None
     # the order belongs to L-a: under L-b it does not exist

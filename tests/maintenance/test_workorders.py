@@ -105,3 +105,9 @@ def test_status_transitions() -> None:
         check_transition(WorkOrderStatus.DONE, WorkOrderStatus.CANCELLED)
     with pytest.raises(Conflict):
         check_transition(WorkOrderStatus.CANCELLED, WorkOrderStatus.DONE)
+
+
+def test_a_wild_meter_reading_stays_finite() -> None:
+    s = schedule(ScheduleBasis.COUNT, 0.001)
+    state = due(s, 0, 1e308)
+    assert state.status == "overdue" and state.used == 1e9
