@@ -26,6 +26,8 @@ from karkhana.security.users import User
 
 router = APIRouter(prefix="/api/v1/production", tags=["production"])
 DAY_MS = 86_400_000
+EARLIEST_MS = 946_684_800_000  # 2000-01-01
+LATEST_MS = 4_102_444_800_000  # 2100-01-01
 
 
 class ReasonIn(BaseModel):
@@ -35,10 +37,6 @@ class ReasonIn(BaseModel):
 def _service(rt: Runtime) -> ProductionService:
     service: ProductionService = rt.production
     return service
-
-
-EARLIEST_MS = 946_684_800_000  # 2000-01-01
-LATEST_MS = 4_102_444_800_000  # 2100-01-01
 
 
 def _time(value: str, field: str) -> int:
