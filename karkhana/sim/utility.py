@@ -196,9 +196,15 @@ class EnergyMeter(SimDevice):
         else:
             pf = 0.0
             currents = [0.0, 0.0, 0.0]
+        phase_kw = [v * a * pf / 1000.0 for v, a in zip(volts, currents, strict=True)]
         return {
             "power_kw": round(power, 2),
+            "power_l1_kw": round(phase_kw[0], 2),
+            "power_l2_kw": round(phase_kw[1], 2),
+            "power_l3_kw": round(phase_kw[2], 2),
             "energy_kwh": round(self.energy_kwh, 3),
+            # nothing is exported (no solar behind this meter): imported energy is all of it
+            "energy_import_kwh": round(self.energy_kwh, 3),
             "power_factor": round(pf, 3),
             "voltage_l1_v": round(volts[0], 1),
             "voltage_l2_v": round(volts[1], 1),

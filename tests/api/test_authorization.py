@@ -75,6 +75,11 @@ def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any
         "item_id": f"line-{target}",
         "username": f"staff-{target}",
         "token_id": "0" * 16,
+        "alarm_id": "0" * 24,
+        "rule_id": f"rule-{target}",
+        "stop_id": "1",
+        "channel_id": "channel-1",
+        "recipient_id": "recipient-1",
     }
     url = re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], path)
     site = SITES[target]

@@ -65,13 +65,39 @@ async def test_headers_sent_a_byte_at_a_time_are_cut_off(http: Runtime) -> None:
     assert took is not None and took < 5
 
 
+def read_response(s: socket.socket) -> bytes:
+    """One whole HTTP response (headers, then Content-Length bytes of body), however the
+    server splits it into segments."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def two_requests(rt: Runtime, pause: float) -> list[bytes]:
     request = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", rt.settings.http_port), timeout=5) as s:
         answers = []
         for _ in range(2):
             s.sendall(request)
-            answers.append(s.recv(4096))
+            answers.append(read_response(s))
             time.sleep(pause)
         return answers
 
