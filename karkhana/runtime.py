@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from karkhana.alarms.service import AlarmService
 from karkhana.assets.service import AssetService
 from karkhana.assets.template import load_templates
 from karkhana.core.bus import Bus
@@ -18,6 +19,8 @@ from karkhana.core.errors import ConfigError, KarkhanaError
 from karkhana.ingest.broker import EmbeddedBroker
 from karkhana.ingest.mqtt import BrokerAddress, MqttListener
 from karkhana.ingest.service import Ingestor
+from karkhana.maintenance.service import MaintenanceService
+from karkhana.production.service import ProductionService
 from karkhana.security.audit import AuditLog, record_settings, settings_snapshot
 from karkhana.security.devices import DeviceRegistry
 from karkhana.security.mosquitto import MosquittoPaths, MosquittoSync
@@ -58,6 +61,11 @@ class Runtime:
         )
         self.users = Users(self.db, clock, settings.token_ttl_hours * 3_600_000, audit=self.audit)
         self.assets = AssetService(self.db, load_templates())
+        self.maintenance = MaintenanceService(self.db, self.store, self.assets, clock, self.audit)
+        self.production = ProductionService(
+            self.db, self.store, self.bus, self.assets, clock, settings.data_dir
+        )
+        self.alarms = AlarmService(self.db, self.assets, self.audit, clock, store=self.store)
         self.ingestor = Ingestor(
             self.store,
             self.devices,
@@ -95,6 +103,8 @@ class Runtime:
             await self.mosquitto.start()
         generated = await self.users.ensure_admin(self.settings.admin_password)
         await record_settings(self.audit, settings_snapshot(self.settings))
+        await self.alarms.start(self.bus)  # subscribed before any sample can arrive
+        await self.production.start()
         mode = "off"
         if mqtt and self.settings.mqtt_url:
             address = BrokerAddress.parse(self.settings.mqtt_url)
@@ -135,6 +145,7 @@ class Runtime:
                 raise ConfigError(f"cannot start the MQTT broker ({mode}): {exc}") from None
         self._tasks.append(asyncio.create_task(self._retention_loop()))
         self._tasks.append(asyncio.create_task(self._audit_head_loop()))
+        self._tasks.append(asyncio.create_task(self.maintenance.run()))
         return StartInfo(generated, mode)
 
     async def _retention_loop(self) -> None:
@@ -174,4 +185,6 @@ class Runtime:
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.shutdown()
+        await self.alarms.stop()
+        await self.production.stop()
         await asyncio.to_thread(self.db.close)

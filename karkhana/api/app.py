@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from karkhana import __version__
+from karkhana.alarms import api as alarms
 from karkhana.api import (
     assets,
     audit,
@@ -26,11 +27,28 @@ from karkhana.api import (
     web,
 )
 from karkhana.api.deps import authorize
+from karkhana.maintenance import api as maintenance
+from karkhana.production import api as production
 from karkhana.runtime import Runtime
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 ROUTERS: tuple[APIRouter, ...] = tuple(
-    m.router for m in (system, auth, devices, telemetry, edge, audit, users, live, web, assets)
+    m.router
+    for m in (
+        system,
+        auth,
+        devices,
+        telemetry,
+        edge,
+        audit,
+        users,
+        live,
+        web,
+        alarms,
+        production,
+        maintenance,
+        assets,
+    )
 )
 """Every domain router, in matching order (the catch-all asset delete route comes last)."""
 

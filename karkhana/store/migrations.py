@@ -144,6 +144,151 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE devices ADD COLUMN parent_id TEXT REFERENCES devices (id) ON DELETE SET NULL;
     ALTER TABLE devices ADD COLUMN mqtt_hash TEXT;
     """,
+    # maintenance: work orders, preventive schedules, learned condition-monitoring models
+    """
+    CREATE TABLE maintenance_schedules (
+        id INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        basis TEXT NOT NULL,
+        interval REAL NOT NULL,
+        signal TEXT,
+        lead REAL NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_done_ms INTEGER NOT NULL,
+        last_done_meter REAL NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX maintenance_schedules_machine ON maintenance_schedules (machine_id);
+    CREATE TABLE work_orders (
+        id INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        source_ref TEXT,
+        priority TEXT NOT NULL,
+        status TEXT NOT NULL,
+        assignee TEXT,
+        parts TEXT NOT NULL DEFAULT '[]',
+        notes TEXT NOT NULL DEFAULT '',
+        breakdown INTEGER NOT NULL DEFAULT 0,
+        down_start_ms INTEGER,
+        down_end_ms INTEGER,
+        started_ms INTEGER,
+        completed_ms INTEGER,
+        schedule_id INTEGER REFERENCES maintenance_schedules (id) ON DELETE SET NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX work_orders_machine ON work_orders (machine_id, created_ms);
+    CREATE INDEX work_orders_status ON work_orders (status);
+    CREATE TABLE condition_models (
+        machine_id TEXT PRIMARY KEY REFERENCES machines (id) ON DELETE CASCADE,
+        detector BLOB NOT NULL,
+        first_ts INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL,
+        score REAL,
+        run_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    """,
+    # production: machine state intervals (end_ms NULL while open), output per minute, and the
+    # last reading of each count signal so that increments continue across restarts
+    """
+    CREATE TABLE production_intervals (
+        id INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER,
+        state TEXT NOT NULL,
+        reason_id TEXT,
+        auto INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (machine_id, start_ms)
+    );
+    CREATE INDEX production_intervals_start ON production_intervals (start_ms);
+    CREATE TABLE production_counts (
+        machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+        minute_ms INTEGER NOT NULL,
+        total REAL NOT NULL DEFAULT 0,
+        rejects REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (machine_id, minute_ms)
+    ) WITHOUT ROWID;
+    CREATE TABLE production_counters (
+        machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+        signal TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (machine_id, signal)
+    ) WITHOUT ROWID;
+    """,
+    # alarms (alarms/service.py): rules as JSON, alarm history, notification channels,
+    # recipients and the durable outbox of notifications
+    """
+    CREATE TABLE alarm_rules (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        machine_id TEXT,
+        template TEXT,
+        site_id TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE alarms (
+        id TEXT PRIMARY KEY,
+        rule_id TEXT NOT NULL,
+        machine_id TEXT NOT NULL,
+        site_id TEXT,
+        signal TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message_en TEXT NOT NULL,
+        message_ur TEXT NOT NULL,
+        value TEXT,
+        limit_value REAL,
+        unit TEXT,
+        raised_ms INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL,
+        acked_ms INTEGER,
+        acked_by TEXT,
+        ack_comment TEXT,
+        cleared_ms INTEGER,
+        shelved_until_ms INTEGER,
+        count INTEGER NOT NULL DEFAULT 1,
+        origin TEXT NOT NULL,
+        level INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX alarms_condition ON alarms (rule_id, machine_id, raised_ms);
+    CREATE INDEX alarms_raised ON alarms (raised_ms);
+    CREATE INDEX alarms_state ON alarms (state);
+    CREATE TABLE alarm_raises (
+        event_id TEXT PRIMARY KEY,
+        alarm_id TEXT NOT NULL,
+        ts INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE notify_channels (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+    CREATE TABLE notify_recipients (
+        id TEXT PRIMARY KEY, body TEXT NOT NULL, updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE notify_outbox (
+        id INTEGER PRIMARY KEY,
+        alarm_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        recipient_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        deferred INTEGER NOT NULL DEFAULT 0,
+        next_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        sent_ms INTEGER,
+        last_error TEXT
+    );
+    CREATE INDEX notify_outbox_due ON notify_outbox (state, next_ms);
+    """,
 )
 
 
