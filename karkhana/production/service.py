@@ -669,12 +669,16 @@ class ProductionService:
     async def _last_before(
         self, binding: tuple[str, str], t: int, within_ms: int = 7 * DAY_MS
     ) -> tuple[int, Value] | None:
-        """The last value before ``t`` and the start of the minute (or hour, when looking
-        further back) it came in."""
+        """The last value before ``t`` and when it came (to the hour, when looking back further
+        than six hours)."""
         width = 60_000 if within_ms <= 6 * 3_600_000 else 3_600_000
         points = await self.store.query(binding[0], binding[1], t - within_ms, t, width, Agg.LAST)
         if not points or points[-1].value is None:
             return None
+        if width == 60_000:  # the exact instant, from the last minute's raw samples
+            raw = await self.store.query(binding[0], binding[1], points[-1].ts, t)
+            if raw and raw[-1].value is not None:
+                return raw[-1].ts, raw[-1].value
         return points[-1].ts, points[-1].value
 
     async def _samples(

@@ -269,3 +269,24 @@ async def test_stops_reported_after_the_outage_ended_are_still_labelled(
     assert [(s.start_ms, s.end_ms, s.reason_id) for s in stops] == [
         (NOW + M + 5000, NOW + 10 * M, "power_outage")
     ]
+
+
+async def test_a_rebuild_of_a_slow_reporter_keeps_its_state_at_the_start(
+    mill: Runtime, clock: FakeClock
+) -> None:
+    # reports every 115 s, inside the 120 s timeout: never silent
+    await mill.assets.create_machine("L3", "mill-shed", "Loom 3", "power_loom", "loom-3")
+    await mill.production.refresh()
+    times = range(SHIFT_A, NOW, 115_000)
+    samples = [
+        Sample("loom-3", "state", t, "stopped" if n < 6 else "running") for n, t in enumerate(times)
+    ]
+    await mill.store.write(samples)
+    await settle(mill, "L3", samples[-1].ts)
+    expected = [(SHIFT_A, "stopped"), (SHIFT_A + 6 * 115_000, "running")]
+    states = await mill.production.states("L3", SHIFT_A, NOW)
+    assert [(i["start_ms"], i["state"]) for i in states] == expected
+    # the rebuild starts where running began and seeds from the stopped sample 115 s before
+    await mill.production.rebuild("L3", SHIFT_A + 60 * M)
+    states = await mill.production.states("L3", SHIFT_A, NOW)
+    assert [(i["start_ms"], i["state"]) for i in states] == expected
