@@ -1,7 +1,8 @@
 """Shift and daily production reports: one table of figures, rendered as CSV or PDF.
 
-The PDF uses fpdf2's built-in Helvetica, which covers Latin-1 only, so reports are in English;
-characters outside it (an Urdu machine name) print as '?'. Printing Urdu needs a TrueType font
+The PDF uses fpdf2's built-in Helvetica, which covers Latin-1 only, so the PDF is in English;
+characters outside it (an Urdu machine name) print as '?'. The CSV is UTF-8 and also carries the
+Urdu labels of reasons. Printing Urdu needs a TrueType font
 with Arabic-script glyphs and text shaping, which karkhana does not ship.
 """
 
@@ -39,6 +40,7 @@ class StopRow:
     minutes: float
     state: str
     reason: str
+    reason_ur: str
     auto: bool
 
 
@@ -87,6 +89,7 @@ def build_report(
                 round(((now_ms if s.end_ms is None else s.end_ms) - s.start_ms) / 60_000, 1),
                 s.state,
                 label.en if label else "",
+                label.ur if label else "",
                 s.auto,
             )
         )
@@ -161,13 +164,15 @@ def render_csv(report: Report) -> str:
     w.writerow(["startup rejects", f"{losses.startup_rejects:g}", "units"])
     w.writerow(["production rejects", f"{losses.production_rejects:g}", "units"])
     w.writerow([])
-    w.writerow(["downtime reason", "minutes", "stops"])
+    w.writerow(["downtime reason", "minutes", "stops", "reason (Urdu)"])
     for item in report.pareto:
-        w.writerow([item.label.en, f"{item.duration_ms / 60_000:.1f}", item.count])
+        w.writerow([item.label.en, f"{item.duration_ms / 60_000:.1f}", item.count, item.label.ur])
     w.writerow([])
-    w.writerow(["top stops: machine", "start", "minutes", "state", "reason", "automatic"])
+    w.writerow(
+        ["top stops: machine", "start", "minutes", "state", "reason", "automatic", "reason (Urdu)"]
+    )
     for s in report.stops:
-        w.writerow([s.machine, s.start, f"{s.minutes:.1f}", s.state, s.reason, s.auto])
+        w.writerow([s.machine, s.start, f"{s.minutes:.1f}", s.state, s.reason, s.auto, s.reason_ur])
     return buf.getvalue()
 
 

@@ -234,7 +234,7 @@ async def test_reports_download(api: httpx.AsyncClient) -> None:
     lines = r.text.splitlines()
     assert lines[0] == "Shift report 2026-06-03 shift A (Morning)"
     assert any(line.startswith("Loom 1,") for line in lines)
-    assert "Power outage (load-shedding),20.0,1" in lines
+    assert "Power outage (load-shedding),20.0,1,بجلی کی بندش (لوڈ شیڈنگ)" in lines
     pdf = await api.get("/api/v1/production/reports/daily.pdf", params={"site_id": "mill"})
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
     assert pdf.headers["content-type"] == "application/pdf"

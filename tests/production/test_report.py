@@ -40,7 +40,7 @@ def report_of() -> object:
         plant=r,
         pareto=[ParetoItem("jam", Label("Bottle jam", "بوتلیں پھنس جانا"), 30 * M, 3)],
         stops=[Stop(7, "F1", T0 + 60 * M, T0 + 75 * M, "stopped", "jam", False)],
-        reason_label=lambda rid: Label("Bottle jam", "x") if rid == "jam" else None,
+        reason_label=lambda rid: Label("Bottle jam", "بوتلیں پھنس جانا") if rid == "jam" else None,
         names={"F1": "Filler 1"},
         now_ms=T0 + 480 * M,
     )
@@ -53,8 +53,16 @@ def test_csv_has_figures_losses_pareto_and_top_stops() -> None:
     filler = next(r for r in rows if r and r[0] == "Filler 1")
     assert filler == ["Filler 1", "20000", "19800", "88.9", "90.0", "99.0", "79.2", "7.50", "6.67"]
     assert ["startup rejects", "50", "units"] in rows
-    assert ["Bottle jam", "30.0", "3"] in rows
-    assert ["Filler 1", "2026-06-03 07:00", "15.0", "stopped", "Bottle jam", "False"] in rows
+    assert ["Bottle jam", "30.0", "3", "بوتلیں پھنس جانا"] in rows
+    assert [
+        "Filler 1",
+        "2026-06-03 07:00",
+        "15.0",
+        "stopped",
+        "Bottle jam",
+        "False",
+        "بوتلیں پھنس جانا",
+    ] in rows
 
 
 def test_pdf_is_a_pdf_with_the_figures() -> None:
