@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+from typing import Any
 
 from karkhana.core.errors import Conflict, KarkhanaError
 from karkhana.runtime import Runtime
@@ -52,9 +53,63 @@ async def provision(rt: Runtime, plant: Plant) -> dict[str, str]:
     return tokens
 
 
+STARTER_RULES: dict[str, tuple[dict[str, Any], ...]] = {
+    "textile": (
+        {
+            "id": "demo-loom-bearing-hot",
+            "name": "Loom bearing temperature above 70 °C for 2 minutes",
+            "severity": "critical",
+            "template": "power_loom",
+            "condition": {
+                "type": "threshold",
+                "signal": "bearing_temp_c",
+                "op": ">",
+                "value": 70,
+                "deadband": 2,
+            },
+            "for_s": 120,
+        },
+        {
+            "id": "demo-loom-vibration",
+            "name": "Loom vibration in ISO 10816 zone D (above 7.1 mm/s) for 1 minute",
+            "severity": "warning",
+            "template": "power_loom",
+            "condition": {
+                "type": "threshold",
+                "signal": "vibration_rms_mm_s",
+                "op": ">",
+                "value": 7.1,
+                "deadband": 0.5,
+            },
+            "for_s": 60,
+        },
+        {
+            "id": "demo-loom-silent",
+            "name": "Loom sends no data for 5 minutes",
+            "severity": "warning",
+            "template": "power_loom",
+            "condition": {"type": "stale", "signal": "picks_per_min", "after_s": 300},
+        },
+    ),
+}
+"""Rules the demo starts with, so that the simulated faults raise alarms out of the box."""
+
+
+async def starter_rules(rt: Runtime, profile: str) -> int:
+    """Create the profile's starter rules that do not exist yet; returns how many were made."""
+    made = 0
+    for rule in STARTER_RULES.get(profile, ()):
+        with contextlib.suppress(Conflict):
+            await rt.alarms.create_rule(rule, "system", None)
+            made += 1
+    return made
+
+
 async def run_demo(rt: Runtime, args: argparse.Namespace) -> None:
     plant = build_plant(args.profile, args.devices, args.seed, rt.clock.now_ms())
     tokens = await provision(rt, plant)
+    await rt.alarms.refresh_machines(force=True)
+    await starter_rules(rt, plant.profile)
     s = rt.settings
     if rt.tls is not None and s.mqtt_plain != "on":
         transport = MqttTransport(

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from karkhana.api.app import create_app
-from karkhana.demo import run_demo
+from karkhana.demo import STARTER_RULES, run_demo, starter_rules
 from karkhana.runtime import Runtime
 from tests.conftest import ADMIN_PASSWORD, make_settings
 
@@ -43,6 +43,12 @@ async def test_demo_mill_data_flows_to_the_api(tmp_path: Path) -> None:
             machines = tree[0]["areas"][0]["lines"][0]["machines"]
             assert any(m["template"] == "power_loom" for m in machines)
             assert any(m["template"] == "energy_meter_3ph" for m in machines)
+            # the starter rules are there, bound to every loom, and made only once
+            rules = {r["id"] for r in (await api.get("/api/v1/rules")).json()["rules"]}
+            assert {r["id"] for r in STARTER_RULES["textile"]} <= rules
+            assert await starter_rules(rt, "textile") == 0
+            looms = {b.machine_id for b in rt.alarms.ruleset.rules if b.template == "power_loom"}
+            assert {"tx-loom-01", "tx-loom-02"} <= looms
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
