@@ -199,6 +199,8 @@ class ProductionService:
         await self.refresh()
         self._tasks.append(asyncio.create_task(self._consume()))
         self._tasks.append(asyncio.create_task(self._ticker()))
+        for task in self._tasks:
+            task.add_done_callback(_log_crash)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -1289,6 +1291,12 @@ class ProductionService:
             raise KarkhanaError(f"cannot write report {stem}: {exc.strerror}") from None
         log.info("wrote production report %s/%s", site.id, stem)
         return [csv_path, pdf_path]
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """A production task that ended by an error says so in the log at once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("production monitoring stopped", exc_info=task.exception())
 
 
 def _read_counts(
