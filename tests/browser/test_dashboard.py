@@ -4,7 +4,9 @@ the overview and a machine page, reasons for stops changing OEE and the Pareto, 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -97,6 +99,14 @@ def test_sign_in_and_see_the_mill_live(browser: WebDriver, server: Server) -> No
             lambda d: d.find_elements(By.CSS_SELECTOR, ".tile:not([data-state=no_data])")
         )
     shot(browser, "overview")
+    # times are the plant's (Asia/Karachi), whatever the browser's zone (UTC here)
+    with server.api() as api:
+        plant = api.get("/api/v1/production/overview").json()["machines"]
+    shift = next((m["shift"] for m in plant if m["shift"]), None)
+    if shift is not None:
+        start = datetime.fromtimestamp(shift["start_ms"] / 1000, ZoneInfo("Asia/Karachi"))
+        text = wait(browser).until(lambda d: d.find_element(By.ID, "shift").text)
+        assert start.strftime("%I:%M %p") in text, text
     # the session survives a reload (cookie), and a new tab gets its CSRF token from the server
     browser.refresh()
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"))

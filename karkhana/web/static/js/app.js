@@ -2,7 +2,7 @@
 import * as api from "./api.js";
 import * as i18n from "./i18n.js";
 import { t } from "./i18n.js";
-import { errorBox, esc } from "./format.js";
+import { errorBox, esc, setZone } from "./format.js";
 
 // One module per page; each exports render(element, params, context) and may return a cleanup
 // function (closing live streams and timers). A new page (maintenance, energy, ...) is one more
@@ -36,6 +36,8 @@ async function assets() {
     lines.set(line.id, { ...line, site_id: site.id, area_id: area.id });
     for (const m of line.machines) machines.set(m.id, { ...m, line_id: line.id, site_id: site.id });
   }
+  const zones = new Set(tree.map((s) => s.timezone));
+  setZone(zones.size === 1 ? [...zones][0] : undefined);
   return { tree, machines, lines, sites: tree.map((s) => ({ id: s.id, name: s.name })) };
 }
 

@@ -1,5 +1,5 @@
 // Charts: uPlot (vendored, window.uPlot) for series, plain elements for the state timeline.
-import { esc, stateName, time } from "./format.js";
+import { esc, stateName, time, timeZone } from "./format.js";
 import { t } from "./i18n.js";
 
 const COLOURS = ["#1f5fbf", "#c62828", "#2e9d47", "#d99a00", "#7b3fb0", "#00838f", "#6d4c41", "#e0692b"];
@@ -12,6 +12,7 @@ export function timeChart(el, labels, { height = 260, onZoom = null, spanGaps = 
   const opts = {
     ...size(el, height),
     ms: 1,
+    ...(timeZone() ? { tzDate: (ts) => window.uPlot.tzDate(new Date(ts), timeZone()) } : {}),
     series: [{}, ...labels.map((label, i) => ({ label, stroke: COLOURS[i % COLOURS.length], width: 2, spanGaps }))],
     axes: [{}, { size: 60 }],
     cursor: { drag: { x: true, y: false, setScale: false } },

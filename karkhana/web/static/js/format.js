@@ -3,6 +3,17 @@ import { current, t } from "./i18n.js";
 
 const locale = () => (current() === "ur" ? "ur-PK" : undefined);
 
+// Times are shown in the plant's time zone (the browser's own where sites differ).
+let zone;
+export function setZone(timeZone) {
+  try {
+    zone = timeZone ? new Intl.DateTimeFormat("en", { timeZone }).resolvedOptions().timeZone : undefined;
+  } catch {
+    zone = undefined; // a zone this browser does not know
+  }
+}
+export function timeZone() { return zone; }
+
 const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
 
@@ -25,16 +36,15 @@ export function duration(ms) {
 }
 
 export function time(ms) {
-  return ms ? new Date(ms).toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" }) : "–";
+  return ms ? new Date(ms).toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit", timeZone: zone }) : "–";
 }
 
 export function dateTime(ms) {
-  return ms ? new Date(ms).toLocaleString(locale(), { dateStyle: "short", timeStyle: "short" }) : "–";
+  return ms ? new Date(ms).toLocaleString(locale(), { dateStyle: "short", timeStyle: "short", timeZone: zone }) : "–";
 }
 
 export function today() {
-  const d = new Date();
-  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  return new Intl.DateTimeFormat("en-CA", { timeZone: zone }).format(new Date()); // YYYY-MM-DD
 }
 
 export const STATES = ["running", "idle", "stopped", "fault", "planned_stop", "no_data"];

@@ -91,6 +91,7 @@ export async function liveTiles(el, ctx, { siteId = null, lineId = null } = {}) 
   }
   const parts = [];
   if (!production) parts.push(`<p class="hint">${esc(t("overview.no_production"))}</p>`);
+  parts.push('<p class="hint" id="shift"></p>');
   for (const [line, list] of groups) {
     const info = ctx.lines.get(line);
     if (!lineId) {
@@ -101,6 +102,12 @@ export async function liveTiles(el, ctx, { siteId = null, lineId = null } = {}) 
   }
   if (!groups.size) parts.push(`<p class="hint">${esc(t("overview.empty"))}</p>`);
   el.innerHTML = parts.join("");
+  const showShift = () => {
+    const shifts = new Map(machines.filter((m) => keep(m) && m.shift).map((m) => [m.shift.id, m.shift]));
+    el.querySelector("#shift").textContent = [...shifts.values()]
+      .map((s) => t("overview.shift", { name: s.name, start: time(s.start_ms), end: time(s.end_ms) })).join(" · ");
+  };
+  showShift();
 
   const tiles = new Map([...el.querySelectorAll(".tile")].map((n) => [n.dataset.machine, n]));
   const speedOf = new Map();
@@ -122,6 +129,7 @@ export async function liveTiles(el, ctx, { siteId = null, lineId = null } = {}) 
       tiles.set(m.machine_id, next);
     }
     learnSpeeds();
+    showShift();
   };
   const timer = setInterval(() => refresh().catch(() => {}), POLL_MS);
 

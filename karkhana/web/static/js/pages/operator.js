@@ -5,6 +5,7 @@ import { duration, esc, errorBox, stateName, time } from "../format.js";
 
 const LOOKBACK_MS = 24 * 3_600_000;
 const SHOWN = 40;
+const OPERATE = ["admin", "manager", "engineer", "operator"]; // roles that may give reasons (the API decides)
 
 export async function render(el, params, ctx) {
   const siteId = params[0] || (ctx.sites[0] || {}).id;
@@ -13,7 +14,7 @@ export async function render(el, params, ctx) {
   const siteSelect = ctx.sites.length > 1 ? `<select id="site">${ctx.sites
     .map((s) => `<option value="${esc(s.id)}">${esc(s.name)}</option>`).join("")}</select>` : "";
   el.innerHTML = `<div class="toolbar"><h1>${esc(t("operator.title"))}</h1><span class="spacer"></span>${siteSelect}</div>
-    <p class="hint">${esc(t("operator.hint"))}</p>
+    <p class="hint">${esc(t(OPERATE.includes(ctx.me.role) ? "operator.hint" : "operator.read_only"))}</p>
     <div class="stops" id="stops"></div>
     <section class="panel" id="reason-panel" hidden>
       <div class="toolbar"><h2 id="reason-title"></h2><span class="spacer"></span>
@@ -43,6 +44,7 @@ export async function render(el, params, ctx) {
         <span class="reason">${s.reason ? esc(pick(s.reason)) + (s.auto ? ` (${esc(t("operator.auto"))})` : "") : `<em>${esc(t("operator.no_reason"))}</em>`}</span>
       </button>`;
     }).join("");
+    if (!OPERATE.includes(ctx.me.role)) return;
     box.querySelectorAll("[data-stop]").forEach((b) => b.addEventListener("click", () => {
       chosen = stops.find((s) => String(s.id) === b.dataset.stop);
       path = [];
