@@ -20,6 +20,8 @@ STEADY_SPREADS = 2.0
 """A signal is steady when its fast and slow EWMAs differ by at most this many spreads."""
 CLEAR_ABOVE = 65.0
 SCORE_CLIP = 10.0
+LOW_GAP_MS = 30 * 60_000
+"""Updates further apart than this add only this much to the time the index spent low."""
 """Scores above ten times the threshold count as ten (health index 3.8)."""
 
 
@@ -117,7 +119,8 @@ class HealthTracker:
         self.confirm = max(1, confirm)
         self.confirm_ms = confirm_ms
         self.clip = clip
-        self._low_since: int | None = None
+        self._low_ms = 0
+        self._low_at: int | None = None
         self.history: deque[tuple[int, float]] = deque(maxlen=history)
         self.alarm = False
         self._low = 0
@@ -133,13 +136,15 @@ class HealthTracker:
         raised = cleared = False
         if index < self.alarm_below:
             self._low += 1
-            if self._low_since is None:
-                self._low_since = ts
-            confirmed = self._low >= self.confirm and ts - self._low_since >= self.confirm_ms
+            if self._low_at is not None:
+                # time below the level while judged: a stop or a gap in between does not count
+                self._low_ms += min(max(0, ts - self._low_at), LOW_GAP_MS)
+            self._low_at = ts
+            confirmed = self._low >= self.confirm and self._low_ms >= self.confirm_ms
             if not self.alarm and confirmed:
                 self.alarm = raised = True
         else:
-            self._low, self._low_since = 0, None
+            self._low, self._low_ms, self._low_at = 0, 0, None
             if self.alarm and index > self.clear_above:
                 self.alarm, cleared = False, True
         return HealthUpdate(ts, index, smoothed, self.alarm, raised, cleared)
@@ -208,10 +213,17 @@ class ConditionMonitor:
 
     def _start_settling(self, ts: int, stopped_ms: int) -> None:
         self._settle_min = max(self._settle_min, ts + min(stopped_ms, self.slow_ms))
-        if self._settle_start is None:
-            self._before = dict(self._fast)  # the running level just before the stop
-        self._settle_start = ts
         self._spread = self.detector.spread()
+        if self._settle_start is None:
+            # the running level just before the stop, of the signals that were steady then
+            self._before = {
+                k: self._fast[k]
+                for k, spread in self._spread.items()
+                if k in self._fast
+                and k in self._slow
+                and abs(self._fast[k] - self._slow[k]) <= STEADY_SPREADS * spread
+            }
+        self._settle_start = ts
 
     def _track(self, ts: int, row: Mapping[str, float | None]) -> None:
         """Fast and slow EWMAs of every signal over running rows; a stop does not count as

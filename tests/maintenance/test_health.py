@@ -121,3 +121,15 @@ def test_after_a_stop_the_machine_settles_before_it_is_scored() -> None:
         update = monitor.update(ts, {"a": rng.normal(5, 0.2), "b": b}, running=True)
         ts += 10_000
     assert update is not None and update.index < 50
+
+
+def test_the_alarm_needs_an_hour_low_while_judged() -> None:
+    t = HealthTracker(tau_ms=60_000, confirm_ms=HOUR_MS)
+    ts = 0
+    for _ in range(21):  # ten minutes low
+        assert not t.update(ts, 5.0).alarm
+        ts += 30_000
+    ts += 3 * HOUR_MS  # stopped for three hours: counts as half an hour at most
+    low = [t.update(ts + i * 30_000, 5.0).alarm for i in range(50)]
+    assert not any(low[:38]) and low[-1]  # raised after 10 + 30 + about 20 minutes
+    assert t.update(ts + 100 * 30_000, 1e9).score <= 10.0  # clipped
