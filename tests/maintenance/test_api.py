@@ -8,7 +8,7 @@ import pytest
 
 from karkhana.api.app import create_app, route_table
 from karkhana.runtime import Runtime
-from karkhana.security.policy import POLICIES, Role
+from karkhana.security.policy import POLICIES, Role, Scope, allowed
 from tests.conftest import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.anyio
@@ -209,3 +209,39 @@ async def test_vibration_burst_from_a_device(
         url, content=b'{"sample_rate_hz": 100, "values": [NaN' + b", 1.0" * 20 + b"]}", headers=auth
     )
     assert r.status_code == 400
+
+
+async def test_every_maintenance_route_x_role_x_site(
+    runtime: Runtime, client: httpx.AsyncClient, mill: dict[str, str]
+) -> None:
+    """The authorization matrix of tests/api, for these routes: every role of site A against
+    the loom of site A and of site B; refused exactly when the policy table says so."""
+    tokens = {}
+    for role in Role:
+        await runtime.users.create(
+            f"m-{role}", ADMIN_PASSWORD, role, [] if role is Role.ADMIN else ["site-a"]
+        )
+        tokens[role] = await login(client, f"m-{role}", ADMIN_PASSWORD)
+    orders = {
+        tag: (await runtime.maintenance.create_work_order(f"L-{tag}", "x")).id for tag in "ab"
+    }
+    routes = [r for r in route_table(create_app(runtime)) if r[1].startswith(BASE)]
+    order = {"GET": 0, "POST": 1, "PATCH": 1, "DELETE": 2}
+    failures = []
+    roles = [r for r in Role if r is not Role.ADMIN] + [Role.ADMIN]
+    for method, path in sorted(routes, key=lambda r: (order[r[0]], r[1])):
+        policy = POLICIES[(method, path)]
+        if policy.scope is Scope.DEVICE:
+            continue
+        for role in roles:
+            for tag in "ab":
+                url = (
+                    path.replace("{machine_id}", f"L-{tag}")
+                    .replace("{item_id}", str(orders[tag]))
+                    .replace("{device_id}", f"loom-{tag}")
+                )
+                r = await client.request(method, url, json=None, headers=tokens[role])
+                expected = allowed(role, frozenset({"site-a"}), policy, f"site-{tag}")
+                if (r.status_code not in (401, 403)) != expected:
+                    failures.append(f"{role} {method} {url}: {r.status_code}")
+    assert not failures, "\n".join(failures)
