@@ -48,25 +48,27 @@ def test_f1_and_best_threshold_by_hand() -> None:
 
 
 def test_learns_physical_failure_limits() -> None:
-    train = synthetic_failures(3000, seed=1)
+    train = synthetic_failures(2000, seed=1)
     test = synthetic_failures(1500, seed=2)
     assert test.y is not None
-    model = FailureModel(derived=(POWER, STRAIN), categorical=("type",), seed=0)
+    small = ClassifierParams(n_estimators=100, forest_trees=100)
+    model = FailureModel(derived=(POWER, STRAIN), categorical=("type",), trees=small, folds=3)
     model.fit(train.x, train.y, train.columns)
     f1 = f1_score(model.predict(test.x), test.y > 0.5)
     assert f1 > 0.85
     assert 0.0 < model.threshold < 1.0
     assert model.cv_f1 > 0.8
     # the same model without the physics features does worse on the same data
-    plain = FailureModel(categorical=("type",), seed=0).fit(train.x, train.y, train.columns)
+    plain = FailureModel(categorical=("type",), trees=small, folds=3)
+    plain.fit(train.x, train.y, train.columns)
     assert f1_score(plain.predict(test.x), test.y > 0.5) < f1
 
 
 def test_columns_by_name() -> None:
     train = synthetic_failures(400, seed=1)
-    model = FailureModel(derived=(POWER,), trees=ClassifierParams(max_iter=20), folds=3).fit(
-        train.x, train.y, train.columns
-    )
+    model = FailureModel(
+        derived=(POWER,), trees=ClassifierParams(n_estimators=20, forest_trees=20), folds=3
+    ).fit(train.x, train.y, train.columns)
     order = [4, 3, 2, 1, 0]
     shuffled = train.x[:, order]
     names = [train.columns[i] for i in order]

@@ -82,7 +82,10 @@ def _failure_case() -> Case:
     return Case(
         name="failure",
         make=lambda seed: FailureModel(
-            categorical=("type",), trees=ClassifierParams(max_iter=30), folds=3, seed=seed
+            categorical=("type",),
+            trees=ClassifierParams(n_estimators=30, forest_trees=30),
+            folds=3,
+            seed=seed,
         ),
         train=table,
         query=query.x,
