@@ -974,10 +974,14 @@ class ProductionService:
         return out
 
     async def oee(self, machines: Sequence[MachineInfo], start: int, end: int) -> Oee:
+        """OEE of one machine, or of several combined. A group leaves out the machines without an
+        ideal cycle time (a ring frame's doffs), whose performance cannot be known, unless no
+        machine has one."""
         results = await self.oee_of(machines, start, end)
         if len(machines) == 1:
             return results[machines[0].id]
-        return oee_calc.combine(list(results.values()), start, end)
+        known = [r for r in results.values() if r.ideal_ms is not None]
+        return oee_calc.combine(known or list(results.values()), start, end)
 
     def scope(
         self,

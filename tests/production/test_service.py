@@ -290,3 +290,18 @@ async def test_a_rebuild_of_a_slow_reporter_keeps_its_state_at_the_start(
     await mill.production.rebuild("L3", SHIFT_A + 60 * M)
     states = await mill.production.states("L3", SHIFT_A, NOW)
     assert [(i["start_ms"], i["state"]) for i in states] == expected
+
+
+async def test_a_site_oee_leaves_out_machines_without_an_ideal_cycle(mill: Runtime) -> None:
+    await mill.assets.create_machine("R1", "mill-shed", "Ring 1", "ring_spinning_frame", "ring-1")
+    await mill.production.refresh()
+    await mill.store.write(
+        [Sample("ring-1", "state", t, "running") for t in range(SHIFT_A, NOW, STEP)]
+    )
+    await settle(mill, "R1", NOW - STEP)
+    service = mill.production
+    ring = await service.oee([service.machine("R1")], SHIFT_A, NOW)
+    assert ring.performance is None and ring.availability == 1.0
+    site = await service.oee(service.scope(None, site_id="mill").machines, SHIFT_A, NOW)
+    loom = await service.oee([service.machine("L1")], SHIFT_A, NOW)
+    assert site.oee is not None and site.oee == pytest.approx(loom.oee)
