@@ -73,7 +73,7 @@ def day_samples(end: int = NOW) -> tuple[list[Sample], int]:
 
 async def settle(rt: Runtime, machine: str, ts: int) -> None:
     """Wait until the service has seen ``ts`` from ``machine``, then write what it holds."""
-    for _ in range(500):
+    for _ in range(2000):  # up to 20 s on a busy machine
         tracker = rt.production.trackers.get(machine)
         if tracker is not None and tracker.last_seen is not None and tracker.last_seen >= ts:
             break

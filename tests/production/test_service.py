@@ -191,7 +191,7 @@ async def test_a_failed_write_is_rebuilt_from_telemetry(
 
     monkeypatch.setattr(service.db, "execute_write_fn", disk_full)
     await mill.store.write(fresh)
-    for _ in range(200):
+    for _ in range(2000):
         if service.trackers["L1"].last_seen == fresh[-1].ts:
             break
         await asyncio.sleep(0.01)
