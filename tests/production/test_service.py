@@ -99,7 +99,10 @@ async def test_late_samples_trigger_a_rebuild(mill: Runtime, clock: FakeClock) -
     # the edge agent's backlog arrives: the machine was stopped in the gap
     late = [Sample("loom-1", "state", t, "stopped") for t in range(NOW + 2 * M, NOW + 4 * M, STEP)]
     await mill.store.write(late)
-    await asyncio.sleep(0.1)
+    for _ in range(2000):  # until the service has seen them and marked the loom
+        if "L1" in mill.production._dirty:
+            break
+        await asyncio.sleep(0.01)
     await mill.production.tick()
     states = await mill.production.states("L1", NOW, NOW + 10 * M)
     assert [(i["start_ms"], i["state"]) for i in states] == [
