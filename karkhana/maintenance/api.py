@@ -51,7 +51,7 @@ class ContributionOut(BaseModel):
 
 class HealthOut(BaseModel):
     machine_id: str
-    status: str = Field(description="learning, ok, alarm or no_data")
+    status: str = Field(description="learning, ok, alarm, no_data or not_monitored")
     index: float | None = Field(description="0-100; 100 is like the learned normal")
     score: float | None = Field(description="smoothed anomaly score; 1.0 is the threshold")
     ts: int | None

@@ -183,7 +183,8 @@ class HealthStatus:
 
     machine_id: str
     status: str
-    """``learning`` (normal behaviour not learned yet), ``ok``, ``alarm`` or ``no_data``."""
+    """``learning`` (normal behaviour not learned yet), ``ok``, ``alarm``, ``no_data`` or
+    ``not_monitored`` (meters, sensors, templates without operating states)."""
     index: float | None
     score: float | None
     ts: int | None
@@ -469,7 +470,7 @@ class MaintenanceService:
         else:
             learning = index is None
         if not features:
-            status = "no_data"
+            status = "not_monitored"
         elif learning and index is None:
             status = "learning" if watch is not None and watch.last_row_ts else "no_data"
         else:

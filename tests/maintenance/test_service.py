@@ -147,6 +147,10 @@ async def test_the_model_survives_a_restart(runtime: Runtime, service: Maintenan
     await runtime.store.write(loom_rows(T0 + 1440 * STEP, 60, seed=6))
     update = await again.update_machine("L1")
     assert update is not None  # scores at once: nothing to learn again
+    await runtime.devices.create("meter-1", site_id="mill")
+    await runtime.assets.create_machine("M1", "shed", "Meter", "energy_meter_3ph", "meter-1")
+    assert (await again.health("M1")).status == "not_monitored"
+    assert await again.update_machine("M1") is None
     await again.forget("L1")
     assert (await again.health("L1")).status in ("ok", "no_data", "learning")
 
