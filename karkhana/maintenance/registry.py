@@ -231,7 +231,16 @@ class ModelRegistry:
             )
         try:
             model = _Unpickler(io.BytesIO(blob)).load()
-        except Exception as exc:  # any unpickling failure means the file cannot be used
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            AttributeError,
+            ImportError,
+            IndexError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as exc:
             raise CorruptModel(f"model file {path} cannot be loaded: {exc}") from None
         name = f"{type(model).__module__}.{type(model).__qualname__}"
         if name != manifest.model_class:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from karkhana.core import config
-from karkhana.core.errors import InvalidPayload
+from karkhana.core.errors import ConfigError, InvalidPayload
 
 if TYPE_CHECKING:
     from karkhana.core.config import Settings
@@ -234,7 +234,10 @@ def _score(args: argparse.Namespace, registry: ModelRegistry) -> str:
     text = out.getvalue()
     if args.out is None:
         return text.rstrip("\n")
-    args.out.write_text(text, encoding="utf-8")
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from None
     return f"{text.count(chr(10)) - 1} rows written to {args.out}"
 
 
