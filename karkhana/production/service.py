@@ -74,6 +74,8 @@ DAY_MS = 86_400_000
 FLUSH_S = 1.0
 TICK_S = 5.0
 REFRESH_S = 30.0
+NEW_MACHINE_LOOKBACK_MS = 7 * 86_400_000
+"""How far back a machine found while running is derived from what its devices already sent."""
 REPORT_CHECK_S = 60.0
 LOOK_UP_S = 1.0
 MAX_OUTAGES = 50
@@ -190,6 +192,7 @@ class ProductionService:
         self._pending = _Pending()
         self._lock = asyncio.Lock()
         self._sub: Subscription | None = None
+        self._looked = False
         self._tasks: list[asyncio.Task[None]] = []
         self._dropped = 0
 
@@ -298,12 +301,16 @@ class ProductionService:
                     for m in line["machines"]:
                         placed.append((m["id"], m["name"], line["id"], site["id"], m["template"]))
         self.sites = sites
+        first_look = not self._looked
+        self._looked = True
+        found: list[str] = []
         for mid, name, line_id, site_id, template_id in placed:
             seen.add(mid)
             known = self.machines.get(mid)
             if known is not None:
                 known.name, known.line_id, known.site_id = name, line_id, site_id
                 continue
+            found.append(mid)
             try:
                 machine = await self.assets.get_machine(mid)
             except NotFound:
@@ -324,6 +331,13 @@ class ProductionService:
                 self._speed.pop(mid, None)
                 self._dirty.pop(mid, None)
             self._reindex()
+        if not first_look:
+            # a machine made while the server runs: what its devices sent before this look
+            # (up to a week, e.g. a device that reported before it was made a machine) counts
+            since = self.clock.now_ms() - NEW_MACHINE_LOOKBACK_MS
+            for mid in found:
+                if mid in self.machines:
+                    await self.rebuild(mid, since)
 
     def _machine_info(
         self,

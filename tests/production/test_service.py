@@ -308,3 +308,21 @@ async def test_a_site_oee_leaves_out_machines_without_an_ideal_cycle(mill: Runti
     site = await service.oee(service.scope(None, site_id="mill").machines, SHIFT_A, NOW)
     loom = await service.oee([service.machine("L1")], SHIFT_A, NOW)
     assert site.oee is not None and site.oee == pytest.approx(loom.oee)
+
+
+async def test_a_machine_made_after_its_device_reported_gets_its_earlier_states(
+    mill: Runtime,
+) -> None:
+    """Samples that came before the machine existed (or before the service's next look) are
+    not lost: the machine's states are derived from what is stored."""
+    samples = [
+        Sample("loom-77", "state", t, "running" if t < SHIFT_A + 60 * M else "stopped")
+        for t in range(SHIFT_A, NOW, STEP)
+    ]
+    await mill.store.write(samples)
+    await mill.assets.create_machine("L77", "mill-shed", "Loom 77", "power_loom", "loom-77")
+    await mill.production.refresh()
+    states = await mill.production.states("L77", SHIFT_A, NOW)
+    assert [i["state"] for i in states][:2] == ["running", "stopped"]
+    assert states[0]["start_ms"] == SHIFT_A
+    assert states[1]["start_ms"] == SHIFT_A + 60 * M
