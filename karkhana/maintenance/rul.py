@@ -9,7 +9,7 @@ Steps: signals are z-scored per operating regime (k-means over the settings; one
 are no settings), flat signals are dropped, trailing-window features are computed per cycle
 (``features.py``), and gradient-boosted trees predict the capped life. Two quantile models of the
 same family give the interval, widened (or narrowed) by conformal calibration on units
-held out from them, so that it covers about ``coverage`` of the truth. Predictions are made for the last cycle of each run.
+held out from them, per bin of predicted life, so that it covers about ``coverage`` of the truth. Predictions are made for the last cycle of each run.
 """
 
 from __future__ import annotations
@@ -233,8 +233,10 @@ class RulModel:
         self._point: HistGradientBoostingRegressor | None = None
         self._low: HistGradientBoostingRegressor | None = None
         self._high: HistGradientBoostingRegressor | None = None
-        self.margin = 0.0
-        """Conformal widening of the quantile interval, in cycles (may be negative)."""
+        self.bin_edges = np.zeros(0)
+        self.margins = np.zeros(1)
+        """Conformal widening of the quantile interval in cycles (may be negative), one per bin
+        of the interval's midpoint, split at ``bin_edges``."""
         self.fit_seconds = 0.0
 
     def params(self) -> dict[str, Any]:
@@ -277,15 +279,31 @@ class RulModel:
         self._high = self.trees.regressor(self.seed, loss="quantile", quantile=1 - tail)
         self._low.fit(fit_x, fit_y)
         self._high.fit(fit_x, fit_y)
-        self.margin = 0.0
+        self.bin_edges, self.margins = np.zeros(0), np.zeros(1)
         if held:
             cal_x = np.vstack([feats[i] for i in sorted(held)])
             cal_y = np.concatenate([targets[i] for i in sorted(held)])
-            err = np.maximum(self._low.predict(cal_x) - cal_y, cal_y - self._high.predict(cal_x))
-            level = min(1.0, self.coverage * (1.0 + 1.0 / cal_y.size))
-            self.margin = float(np.quantile(err, level, method="higher"))
+            self._calibrate(cal_x, cal_y)
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def _calibrate(self, x: Array, y: Array, bins: int = 4) -> None:
+        """Split-conformal margins per bin of the predicted midpoint (errors grow near failure,
+        so one margin for all would be too wide when healthy and too narrow when worn)."""
+        assert self._low is not None and self._high is not None
+        low, high = self._low.predict(x), self._high.predict(x)
+        mid = (low + high) / 2.0
+        err = np.maximum(low - y, y - high)
+        edges = np.unique(np.quantile(mid, np.linspace(0, 1, bins + 1)[1:-1]))
+        which = np.searchsorted(edges, mid, side="right")
+        margins = np.empty(edges.size + 1)
+        for b in range(edges.size + 1):
+            part = err[which == b]
+            if part.size == 0:
+                part = err
+            level = min(1.0, self.coverage * (1.0 + 1.0 / part.size))
+            margins[b] = np.quantile(part, level, method="higher")
+        self.bin_edges, self.margins = edges, margins
 
     def _last_rows(self, runs: Sequence[Run]) -> Array:
         if self._point is None:
@@ -302,8 +320,10 @@ class RulModel:
         x = self._last_rows(runs)
         assert self._point is not None and self._low is not None and self._high is not None
         rul = np.clip(self._point.predict(x), 0.0, self.cap)
-        low = np.clip(self._low.predict(x) - self.margin, 0.0, self.cap)
-        high = np.clip(self._high.predict(x) + self.margin, 0.0, self.cap)
+        low, high = self._low.predict(x), self._high.predict(x)
+        margin = self.margins[np.searchsorted(self.bin_edges, (low + high) / 2.0, side="right")]
+        low = np.clip(low - margin, 0.0, self.cap)
+        high = np.clip(high + margin, 0.0, self.cap)
         return RulPrediction(
             units=tuple(r.unit for r in runs),
             rul=rul,
