@@ -198,6 +198,17 @@ async def audit(args: argparse.Namespace, settings: Settings) -> tuple[int, str]
         await rt.stop()
 
 
+def _history_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not 0 <= days <= 30:
+        # raw samples are kept 30 days by default (KARKHANA_RAW_RETENTION_DAYS)
+        raise argparse.ArgumentTypeError("history days must be between 0 and 30")
+    return days
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="karkhana", description="Industrial IoT for factories")
     parser.add_argument("--version", action="version", version=f"karkhana {__version__}")
@@ -215,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--speedup", type=float, default=1.0, help="simulated time runs this much faster"
     )
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--history-days",
+        type=_history_days,
+        default=3.0,
+        metavar="N",
+        help="days of simulated history written on a new data folder (default 3; 0: none)",
+    )
 
     p = sub.add_parser("simulate", help="simulate a factory's devices sending to a server")
     from karkhana.sim.cli import add_arguments as sim_arguments

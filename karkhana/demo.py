@@ -2,23 +2,44 @@
 
 The simulated devices are registered like real ones and publish over MQTT to the server's own
 broker with their own credentials, so the demo exercises the same path a real factory uses.
+
+On a new data folder the demo first writes ``--history-days`` of the plant's past straight into
+the store (docs/simulator.md, "Demo history"): production states, the condition monitor and the
+starter rules' alarms are brought up to date over it, then the live simulation carries on from
+now. A marker file in the data folder keeps a restart from writing it twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
 from typing import Any
 
-from karkhana.core.errors import Conflict, KarkhanaError
+from karkhana.alarms.engine import AlarmEvent, BoundRule, RuleSet, bind
+from karkhana.alarms.model import parse_rule
+from karkhana.core.errors import ConfigError, Conflict, KarkhanaError
+from karkhana.core.files import write_atomically
+from karkhana.core.model import Sample
 from karkhana.runtime import Runtime
+from karkhana.sim.device import DAY_MS
+from karkhana.sim.history import PERIOD_MS, chunks, fast_forward, plant_start, step_times
 from karkhana.sim.plant import Plant
 from karkhana.sim.profiles import build_plant
 from karkhana.sim.runner import run_simulation
 from karkhana.sim.transport import MqttTransport
 
 log = logging.getLogger(__name__)
+DEFAULT_HISTORY_DAYS = 3.0
+MARKER = "demo-history.json"
+"""Per profile: the plant's seed, size and start, and how far its history got."""
+PROGRESS_S = 5.0
 
 SITE_NAMES = {
     "textile": ("demo-mill", "Demo textile mill", "weaving", "Weaving shed", "shed-a", "Shed A"),
@@ -105,11 +126,251 @@ async def starter_rules(rt: Runtime, profile: str) -> int:
     return made
 
 
-async def run_demo(rt: Runtime, args: argparse.Namespace) -> None:
-    plant = build_plant(args.profile, args.devices, args.seed, rt.clock.now_ms())
+# -- history ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class HistoryMark:
+    """What the marker file keeps per profile, so that a restart continues the same plant."""
+
+    seed: int
+    devices: int | None
+    plant_start_ms: int
+    history_start_ms: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReport:
+    start_ms: int
+    end_ms: int
+    samples: int
+    machines_rebuilt: int
+    health_points: int
+    alarms_raised: int
+    write_s: float
+    total_s: float
+
+
+def read_mark(path: Path, profile: str) -> HistoryMark | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read {path} ({exc}); remove it to start the demo afresh"
+        ) from None
+    entry = doc.get(profile) if isinstance(doc, dict) else None
+    if entry is None:
+        return None
+    try:
+        devices = entry["devices"]
+        return HistoryMark(
+            seed=int(entry["seed"]),
+            devices=None if devices is None else int(devices),
+            plant_start_ms=int(entry["plant_start_ms"]),
+            history_start_ms=int(entry["history_start_ms"]),
+            complete=bool(entry["complete"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: {profile} entry is damaged; remove the file") from None
+
+
+def write_mark(path: Path, profile: str, mark: HistoryMark) -> None:
+    doc: dict[str, Any] = {}
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            doc = loaded
+    doc[profile] = asdict(mark)
+    write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+async def last_stored(rt: Runtime, plant: Plant) -> int | None:
+    """The newest sample time of any of the plant's devices (None: nothing stored yet)."""
+    newest: int | None = None
+    for device in plant.devices:
+        for latest in await rt.store.latest(device.device_id):
+            newest = latest.ts if newest is None else max(newest, latest.ts)
+    return newest
+
+
+def starter_bindings(rt: Runtime, profile: str) -> list[BoundRule]:
+    """The profile's starter rules that do not exist yet, bound to the machines, so that the
+    history is judged by them before they go live."""
+    out: list[BoundRule] = []
+    for body in STARTER_RULES.get(profile, ()):
+        rule = parse_rule(body)
+        if rule.id in rt.alarms.rules:
+            continue  # already live: the alarm service judges what is written
+        for m in rt.alarms.machines.values():
+            if m.template != rule.template:
+                continue
+            bound = bind(
+                rule,
+                m.id,
+                m.signals,
+                timezone=m.timezone,
+                site_id=m.site_id,
+                machine_name=m.name,
+                template=m.template,
+            )
+            if bound is not None:
+                out.append(bound)
+    return out
+
+
+def evaluate(ruleset: RuleSet, samples: list[Sample], steps: tuple[int, ...]) -> list[AlarmEvent]:
+    """Feed samples (in time order) to the rules, with time passing at every step, as the
+    alarm service would have seen them live."""
+    events: list[AlarmEvent] = []
+    by_ts = {ts: list(group) for ts, group in groupby(samples, key=lambda s: s.ts)}
+    for t in steps:
+        batch = by_ts.get(t)
+        if batch:
+            events += ruleset.feed(batch)
+        events += ruleset.tick(t)
+    return events
+
+
+def _reports(rt: Runtime, site_id: str) -> set[Path]:
+    folder = rt.production.reports_dir / site_id
+    return set(folder.iterdir()) if folder.is_dir() else set()
+
+
+async def load_history(
+    rt: Runtime, plant: Plant, start_ms: int, period_ms: int = PERIOD_MS
+) -> HistoryReport:
+    """Write the plant's readings from ``start_ms`` until now into the store (continuing after
+    what an interrupted run left), then bring production, condition monitoring and the starter
+    rules' alarms up to date over them. The plant must not be past ``start_ms``."""
+    began = time.monotonic()
+    site_id = SITE_NAMES[plant.profile][0]
+    await rt.production.refresh()
+    reports_before = _reports(rt, site_id)
+    ruleset = RuleSet(starter_bindings(rt, plant.profile))
+    first = start_ms
+    last = await last_stored(rt, plant)
+    if last is not None and last >= start_ms:
+        first = start_ms + ((last - start_ms) // period_ms + 1) * period_ms
+        log.info("demo history: continuing an interrupted run from %s", _iso(first))
+    if plant.now_ms < first - period_ms:
+        fast_forward(plant, first - period_ms)
+    samples = health = raised = 0
+    next_log = began + PROGRESS_S
+    begin = first
+    while step_times(begin, rt.clock.now_ms(), period_ms):
+        for chunk in chunks(plant, begin, rt.clock.now_ms(), period_ms):
+            await rt.store.write(chunk.samples)
+            samples += len(chunk.samples)
+            if ruleset.rules:
+                events = evaluate(ruleset, chunk.samples, chunk.steps)
+                if events:
+                    await rt.alarms.import_events(events)
+                    raised += sum(1 for e in events if e.kind == "raised")
+            health += len(await rt.maintenance.update_all())
+            begin = chunk.end_ms
+            if time.monotonic() >= next_log:
+                next_log = time.monotonic() + PROGRESS_S
+                total = max(1, rt.clock.now_ms() - start_ms)
+                log.info(
+                    "demo history: %.0f%% written (%s samples, %.0f s)",
+                    100.0 * (chunk.end_ms - start_ms) / total,
+                    f"{samples:,}",
+                    time.monotonic() - began,
+                )
+    written = time.monotonic() - began
+    machines = [m.id for m in rt.production.machines.values() if m.site_id == site_id]
+    for machine_id in machines:
+        await rt.production.rebuild(machine_id, start_ms)
+    # reports written while the history was still coming in are incomplete: write them again
+    for path in _reports(rt, site_id) - reports_before:
+        path.unlink(missing_ok=True)
+    await rt.production.write_due_reports()
+    return HistoryReport(
+        start_ms=start_ms,
+        end_ms=plant.now_ms,
+        samples=samples,
+        machines_rebuilt=len(machines),
+        health_points=health,
+        alarms_raised=raised,
+        write_s=written,
+        total_s=time.monotonic() - began,
+    )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def prepare(rt: Runtime, args: argparse.Namespace) -> tuple[Plant, dict[str, str]]:
+    """Build the plant (continuing the one of an earlier run), register its devices, write its
+    history when the data folder is new, and bring it to now; returns it and the tokens."""
+    days = float(getattr(args, "history_days", 0.0) or 0.0)
+    if days < 0:
+        raise ConfigError("--history-days must not be negative")
+    history_ms = round(days * DAY_MS)
+    now = rt.clock.now_ms()
+    path = rt.settings.data_dir / MARKER
+    mark = read_mark(path, args.profile)
+    history_from: int | None = None
+    if mark is not None and (mark.seed, mark.devices) == (args.seed, args.devices):
+        start = mark.plant_start_ms
+        if not mark.complete and history_ms > 0:
+            history_from = mark.history_start_ms
+    else:
+        probe = build_plant(args.profile, args.devices, args.seed, now)
+        mark = None
+        start = now
+        if history_ms > 0:
+            if await last_stored(rt, probe) is None:
+                start = plant_start(args.profile, args.devices, args.seed, now, history_ms)
+                history_from = now - history_ms
+                mark = HistoryMark(args.seed, args.devices, start, history_from, False)
+                write_mark(path, args.profile, mark)
+            else:
+                log.info("demo history: the data folder already holds this plant's data")
+    plant = build_plant(args.profile, args.devices, args.seed, start)
     tokens = await provision(rt, plant)
     await rt.alarms.refresh_machines(force=True)
+    if history_from is not None and mark is not None:
+        log.info(
+            "demo history: writing the plant's readings from %s until now, one every %d s"
+            " (the dashboard answers meanwhile and fills as it goes)",
+            _iso(history_from),
+            PERIOD_MS // 1000,
+        )
+        try:
+            report = await load_history(rt, plant, history_from)
+        except KarkhanaError as exc:
+            log.error("demo history stopped: %s", exc.message)
+        else:
+            write_mark(
+                path,
+                args.profile,
+                HistoryMark(mark.seed, mark.devices, start, history_from, True),
+            )
+            log.info(
+                "demo history: %.1f days, %s samples written in %.1f s; states and counts of %d"
+                " machines rebuilt, %d health index points, %d alarms raised; %.1f s in all",
+                (report.end_ms - report.start_ms) / DAY_MS,
+                f"{report.samples:,}",
+                report.write_s,
+                report.machines_rebuilt,
+                report.health_points,
+                report.alarms_raised,
+                report.total_s,
+            )
+    fast_forward(plant, rt.clock.now_ms(), max(5 * 60_000, (rt.clock.now_ms() - start) // 2000))
     await starter_rules(rt, plant.profile)
+    return plant, tokens
+
+
+async def run_demo(rt: Runtime, args: argparse.Namespace) -> None:
+    try:
+        plant, tokens = await prepare(rt, args)
+    except KarkhanaError as exc:
+        log.error("the demo cannot start: %s", exc.message)
+        return
     s = rt.settings
     if rt.tls is not None and s.mqtt_plain != "on":
         transport = MqttTransport(
