@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from bisect import bisect_left
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -29,7 +30,16 @@ from karkhana.core.files import write_atomically
 from karkhana.core.model import Sample
 from karkhana.runtime import Runtime
 from karkhana.sim.device import DAY_MS
-from karkhana.sim.history import PERIOD_MS, chunks, fast_forward, plant_start, step_times
+from karkhana.sim.history import (
+    COUNTED_REASONS,
+    PERIOD_MS,
+    chunks,
+    fast_forward,
+    plant_start,
+    step_times,
+    stop_reason,
+    wear_fault,
+)
 from karkhana.sim.plant import Plant
 from karkhana.sim.profiles import build_plant
 from karkhana.sim.runner import run_simulation
@@ -144,6 +154,7 @@ class HistoryReport:
     end_ms: int
     samples: int
     machines_rebuilt: int
+    stops_labelled: int
     health_points: int
     alarms_raised: int
     write_s: float
@@ -232,6 +243,46 @@ def evaluate(ruleset: RuleSet, samples: list[Sample], steps: tuple[int, ...]) ->
     return events
 
 
+def _stepped(stamps: list[int], values: list[float], t_ms: int) -> bool:
+    """Whether a counter went up between its last reading before ``t_ms`` and the next."""
+    i = bisect_left(stamps, t_ms)
+    return 0 < i < len(stamps) and values[i] > values[i - 1]
+
+
+async def label_stops(rt: Runtime, plant: Plant, start_ms: int, end_ms: int) -> int:
+    """Give the past stops of the plant the reasons its weavers and operators would have given
+    (production's reason tree); returns how many were labelled."""
+    site_id = SITE_NAMES[plant.profile][0]
+    wear = wear_fault(plant)
+    known = rt.production.reasons.by_id
+    labelled = 0
+    for m in [m for m in rt.production.machines.values() if m.site_id == site_id]:
+        counters: dict[str, tuple[list[int], list[float]]] = {}
+        for key, _ in COUNTED_REASONS.get(m.template_id, ()):
+            if key in m.bindings:
+                device, signal = m.bindings[key]
+                points = await rt.store.query(device, signal, start_ms - PERIOD_MS, end_ms)
+                numbers = [(p.ts, float(p.value)) for p in points if isinstance(p.value, float)]
+                counters[key] = ([t for t, _ in numbers], [v for _, v in numbers])
+        device = m.bindings.get("state", (m.id, ""))[0]
+        for stop in await rt.production.stops([m], start_ms, end_ms):
+            if stop.reason_id is not None or stop.end_ms is None or stop.end_ms > end_ms:
+                continue
+            counted = {k for k, (ts, vs) in counters.items() if _stepped(ts, vs, stop.start_ms)}
+            failed = (
+                wear is not None
+                and wear.device_id == device
+                and wear.failure_ms is not None
+                and wear.failure_ms - PERIOD_MS <= stop.start_ms
+                and (wear.end_ms is None or stop.start_ms < wear.end_ms)
+            )
+            reason = stop_reason(m.template_id, stop.state, counted, failed=failed)
+            if reason is not None and reason in known:
+                await rt.production.set_reason(stop.id, reason)
+                labelled += 1
+    return labelled
+
+
 def _reports(rt: Runtime, site_id: str) -> set[Path]:
     folder = rt.production.reports_dir / site_id
     return set(folder.iterdir()) if folder.is_dir() else set()
@@ -282,6 +333,7 @@ async def load_history(
     machines = [m.id for m in rt.production.machines.values() if m.site_id == site_id]
     for machine_id in machines:
         await rt.production.rebuild(machine_id, start_ms)
+    labelled = await label_stops(rt, plant, start_ms, plant.now_ms)
     # reports written while the history was still coming in are incomplete: write them again
     for path in _reports(rt, site_id) - reports_before:
         path.unlink(missing_ok=True)
@@ -291,6 +343,7 @@ async def load_history(
         end_ms=plant.now_ms,
         samples=samples,
         machines_rebuilt=len(machines),
+        stops_labelled=labelled,
         health_points=health,
         alarms_raised=raised,
         write_s=written,
@@ -351,11 +404,13 @@ async def prepare(rt: Runtime, args: argparse.Namespace) -> tuple[Plant, dict[st
             )
             log.info(
                 "demo history: %.1f days, %s samples written in %.1f s; states and counts of %d"
-                " machines rebuilt, %d health index points, %d alarms raised; %.1f s in all",
+                " machines rebuilt, %d stops given reasons, %d health index points,"
+                " %d alarms raised; %.1f s in all",
                 (report.end_ms - report.start_ms) / DAY_MS,
                 f"{report.samples:,}",
                 report.write_s,
                 report.machines_rebuilt,
+                report.stops_labelled,
                 report.health_points,
                 report.alarms_raised,
                 report.total_s,

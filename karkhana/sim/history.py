@@ -8,7 +8,7 @@ sees, do not apply. Writing the samples is the caller's business.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from karkhana.core.model import Sample
@@ -118,3 +118,40 @@ def chunks(
         for t in steps:
             samples += readings(plant, t)
         yield Chunk(steps[0], steps[-1] + period_ms, samples, tuple(steps))
+
+
+STOP_REASONS: dict[str, dict[str, str]] = {
+    "power_loom": {
+        "stopped": "mechanical.weft_break",
+        "idle": "beam_change",
+        "fault": "mechanical",
+    },
+    "ring_spinning_frame": {"stopped": "doffing", "idle": "yarn_shortage", "fault": "mechanical"},
+    "cnc_machine": {"stopped": "tool_change", "idle": "material_shortage"},
+    "injection_moulding_machine": {"stopped": "mechanical.mould_fault", "idle": "changeover"},
+    "mechanical_press": {"idle": "changeover"},
+    "filling_machine": {"stopped": "jam", "idle": "changeover"},
+}
+"""The reason a weaver or operator gives a stop of each simulated machine, by the stop's state
+(see the stop causes in textile.py, auto.py and food.py); a state missing here stays without."""
+COUNTED_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "power_loom": (
+        ("warp_breaks", "mechanical.warp_break"),
+        ("weft_breaks", "mechanical.weft_break"),
+    ),
+}
+"""Counters that name the cause of a stop when they step up as it begins."""
+
+
+def stop_reason(
+    template: str, state: str, counted: Collection[str] = (), *, failed: bool = False
+) -> str | None:
+    """The reason an operator would give a past stop: ``counted`` holds the counters that stepped
+    up as it began, ``failed`` says it is the failure of the worn bearing."""
+    if failed and state == "fault":
+        return "mechanical.bearing"
+    if state == "stopped":
+        for key, reason in COUNTED_REASONS.get(template, ()):
+            if key in counted:
+                return reason
+    return STOP_REASONS.get(template, {}).get(state)

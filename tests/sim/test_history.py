@@ -16,6 +16,7 @@ from karkhana.sim.history import (
     plant_start,
     readings,
     step_times,
+    stop_reason,
     wear_fault,
 )
 from karkhana.sim.profiles import build_plant
@@ -126,3 +127,15 @@ def test_fast_forward_keeps_counting() -> None:
     values = plant.step(MONDAY_MS + DAY_MS + PERIOD_MS)["tx-loom-01"]
     picks = values["pick_count"]
     assert isinstance(picks, int) and picks > 100_000
+
+
+def test_past_stops_get_the_reasons_their_causes_call_for() -> None:
+    loom = "power_loom"
+    assert stop_reason(loom, "stopped", {"warp_breaks"}) == "mechanical.warp_break"
+    assert stop_reason(loom, "stopped", {"weft_breaks"}) == "mechanical.weft_break"
+    assert stop_reason(loom, "idle") == "beam_change"
+    assert stop_reason(loom, "fault") == "mechanical"
+    assert stop_reason(loom, "fault", failed=True) == "mechanical.bearing"
+    assert stop_reason("ring_spinning_frame", "stopped") == "doffing"
+    assert stop_reason(loom, "no_data") is None
+    assert stop_reason("energy_meter_3ph", "stopped") is None
