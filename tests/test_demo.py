@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from karkhana.api.app import create_app
+from karkhana.cli import build_parser
 from karkhana.core.clock import FakeClock
+from karkhana.core.errors import ConfigError
 from karkhana.demo import (
     MARKER,
     STARTER_RULES,
@@ -183,5 +185,28 @@ async def test_a_restart_does_not_write_the_history_again(tmp_path: Path) -> Non
         assert all((t - mark.history_start_ms) % PERIOD_MS == 0 for t in stamps)
         assert resumed.start_ms == first.start_ms
         assert read_mark(path, "textile") == mark
+    finally:
+        await rt.stop()
+
+
+def test_history_days_flag() -> None:
+    parse = build_parser().parse_args
+    assert parse(["demo"]).history_days == 3.0
+    assert parse(["demo", "--history-days", "0.5"]).history_days == 0.5
+    assert parse(["demo", "--history-days", "0"]).history_days == 0.0
+    for bad in ("-1", "31", "nan", "three"):
+        with pytest.raises(SystemExit):
+            parse(["demo", "--history-days", bad])
+
+
+async def test_a_damaged_marker_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    rt = await start(tmp_path, FakeClock(NOW))
+    try:
+        path = rt.settings.data_dir / MARKER
+        path.write_text("{not json", encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"demo-history\.json"):
+            await prepare(rt, history_args(1))
+        assert path.read_text(encoding="utf-8") == "{not json"
+        assert await count(rt, "samples") == 0
     finally:
         await rt.stop()
