@@ -150,6 +150,8 @@ class HistoryMark:
 
 @dataclass(frozen=True, slots=True)
 class HistoryReport:
+    """What writing the history did, for the log."""
+
     start_ms: int
     end_ms: int
     samples: int
@@ -193,7 +195,10 @@ def write_mark(path: Path, profile: str, mark: HistoryMark) -> None:
         if isinstance(loaded, dict):
             doc = loaded
     doc[profile] = asdict(mark)
-    write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
+    try:
+        write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
 async def last_stored(rt: Runtime, plant: Plant) -> int | None:
