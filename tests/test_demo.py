@@ -28,7 +28,7 @@ from karkhana.demo import (
 )
 from karkhana.maintenance.service import MaintenanceService
 from karkhana.runtime import Runtime
-from karkhana.sim.history import PERIOD_MS
+from karkhana.sim.history import PERIOD_MS, wear_fault
 from tests.conftest import ADMIN_PASSWORD, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -149,6 +149,17 @@ async def test_demo_starts_with_hours_of_history(tmp_path: Path) -> None:
         assert machine == drop.device_id
         assert drop.start_ms + 270_000 <= raised <= drop.start_ms + 330_000
         assert drop.end_ms <= cleared < drop.end_ms + PERIOD_MS
+        # the worn loom, 80 % of the way to failure at the end, vibrated past zone D
+        worn = wear_fault(plant)
+        assert worn is not None
+        vibrating = await rt.db.execute_read_fn(
+            lambda c: c.execute(
+                "SELECT DISTINCT machine_id FROM alarms WHERE rule_id = 'demo-loom-vibration'"
+                " AND raised_ms < ?",
+                (NOW,),
+            ).fetchall()
+        )
+        assert vibrating == [(worn.device_id,)]
         # the starter rules are live from now on
         assert {r["id"] for r in STARTER_RULES["textile"]} <= set(rt.alarms.rules)
         mark = read_mark(rt.settings.data_dir / MARKER, "textile")
