@@ -41,8 +41,9 @@ class Chunk:
 
 
 def wear_fault(plant: Plant) -> FaultRecord | None:
-    """The plant's seeded bearing degradation, if it has one."""
-    far = plant.start_ms + 365 * DAY_MS
+    """The plant's seeded bearing degradation, if it has one (it begins within 2.5 days of the
+    plant's start)."""
+    far = plant.start_ms + 30 * DAY_MS
     return next((f for f in plant.ground_truth(far) if f.kind == "bearing_degradation"), None)
 
 
