@@ -56,7 +56,11 @@ def start_server(data_dir: Path, devices: int | None) -> tuple[subprocess.Popen[
     proc = subprocess.Popen(
         [sys.executable, "-m", "karkhana", "serve"]
         if devices is None
-        else [sys.executable, "-m", "karkhana", "demo", "--devices", str(devices)],
+        else [
+            *(sys.executable, "-m", "karkhana", "demo", "--devices", str(devices)),
+            # live data only: the tests watch what the live simulation does
+            *("--history-days", "0"),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
