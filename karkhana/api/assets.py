@@ -65,9 +65,16 @@ class MachineOut(BaseModel):
 
 @router.get("/templates")
 async def list_templates(rt: RuntimeDep, user: CurrentUser) -> list[dict[str, Any]]:
-    """Machine templates shipped as data files (power loom, compressor, energy meter, ...)."""
+    """Machine templates shipped as data files (power loom, compressor, energy meter, ...);
+    ``count_key`` is the counter of produced units (null for utilities: meters, compressors)."""
     return [
-        {"id": t.id, "name": t.name, "category": t.category, "description": t.description}
+        {
+            "id": t.id,
+            "name": t.name,
+            "category": t.category,
+            "description": t.description,
+            "count_key": t.count_key,
+        }
         for t in sorted(rt.assets.templates.values(), key=lambda t: t.id)
     ]
 

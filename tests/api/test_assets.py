@@ -10,7 +10,11 @@ NOW = int(time.time() * 1000)
 
 
 async def test_templates_are_listed(admin: httpx.AsyncClient) -> None:
-    ids = {t["id"] for t in (await admin.get("/api/v1/templates")).json()}
+    listed = (await admin.get("/api/v1/templates")).json()
+    ids = {t["id"] for t in listed}
+    counts = {t["id"]: t["count_key"] for t in listed}
+    # what the dashboard tells production machines from utilities by
+    assert counts["power_loom"] == "pick_count" and counts["energy_meter_3ph"] is None
     assert {
         "power_loom",
         "ring_spinning_frame",

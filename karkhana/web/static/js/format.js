@@ -49,7 +49,9 @@ export function today() {
 
 export const STATES = ["running", "idle", "stopped", "fault", "planned_stop", "no_data"];
 
-export function stateName(state) { return t(`state.${STATES.includes(state) ? state : "no_data"}`); }
+export function stateName(state) {
+  return t(`state.${STATES.includes(state) || state === "utility" ? state : "no_data"}`);
+}
 
 export function html(el, markup) { el.innerHTML = markup; return el; }
 

@@ -8,8 +8,10 @@ import { watch } from "./live.js";
 const POLL_MS = 5000;
 
 // Every machine of the asset model, with the production module's figures where it has them
-// (without the module, or for a machine it does not follow, the tile shows "no data").
+// (without the module the tile shows "no data"; a machine it does not follow, such as a meter,
+// a compressor or a room sensor, is shown as a utility outside OEE).
 export async function overview(ctx, siteId) {
+  const makes = await producingTemplates();
   const data = await optional("/api/v1/production/overview", siteId ? { site_id: siteId } : undefined)
     .catch((e) => {
       // a site the production module has not picked up yet (it looks for new ones every 30 s)
@@ -20,9 +22,20 @@ export async function overview(ctx, siteId) {
   const machines = [...ctx.machines.values()]
     .filter((m) => !siteId || m.site_id === siteId)
     .map((m) => known.get(m.id) || { machine_id: m.id, name: m.name, line_id: m.line_id, site_id: m.site_id,
-      template: m.template, state: "no_data", state_since_ms: null, speed: null, shift: null, output: null,
+      template: m.template, state: data && !makes.has(m.template) ? "utility" : "no_data", state_since_ms: null, speed: null, shift: null, output: null,
       good: null, oee: null });
   return { production: Boolean(data), machines };
+}
+
+// Templates whose machines produce units (they have a count): the others are utilities.
+let producing = null;
+function producingTemplates() {
+  if (!producing) {
+    producing = get("/api/v1/templates")
+      .then((list) => new Set(list.filter((tpl) => tpl.count_key).map((tpl) => tpl.id)))
+      .catch(() => { producing = null; return new Set(); });
+  }
+  return producing;
 }
 
 export async function openAlarms(params) {
