@@ -139,14 +139,12 @@ def _train_rul(args: argparse.Namespace, registry: ModelRegistry) -> str:
     return _saved(manifest.template, manifest.version, metrics)
 
 
-def _table(args: argparse.Namespace, label: str | None) -> Any:
+def _table(args: argparse.Namespace, label: str | None, *, labelled: bool) -> Any:
     from karkhana.maintenance import datasets
 
     if args.format == "ai4i":
         table = datasets.load_ai4i(args.data)
-        if label is None:
-            table = datasets.Table(table.columns, table.x, None)
-        return table
+        return table if labelled else datasets.Table(table.columns, table.x, None)
     if args.format == "csv":
         return datasets.load_csv_table(args.data, label=label, exclude=getattr(args, "exclude", []))
     raise InvalidPayload("failure models read --format csv or ai4i")
@@ -161,7 +159,7 @@ def _train_failure(args: argparse.Namespace, registry: ModelRegistry) -> str:
 
     if args.format == "csv" and not args.label:
         raise InvalidPayload("--label names the 0/1 failure column of the CSV table")
-    table = _table(args, args.label)
+    table = _table(args, args.label, labelled=True)
     assert table.y is not None
     ai4i = args.format == "ai4i"
 
@@ -226,7 +224,7 @@ def _score(args: argparse.Namespace, registry: ModelRegistry) -> str:
                 [run.unit, len(run), f"{r:.2f}", f"{lo:.2f}", f"{hi:.2f}", pred.coverage]
             )
     else:
-        table = _table(args, None)
+        table = _table(args, None, labelled=False)
         proba = model.predict_proba(table.x, table.columns)
         writer.writerow(["row", "failure_probability", "failure"])
         for i, p in enumerate(proba):

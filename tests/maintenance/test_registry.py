@@ -194,3 +194,35 @@ def test_cli_failure_model_and_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "--label" in capsys.readouterr().err
     assert main(["maintenance", "score", "--template", "nope", *data, "--data", str(path)]) == 2
     assert "no trained model" in capsys.readouterr().err
+
+
+def test_cli_trains_on_the_ai4i_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = synthetic_failures(300, seed=2)
+    assert table.y is not None
+    header = (
+        "UDI,Product ID,Type,Air temperature [K],Process temperature [K],Rotational speed [rpm],"
+        "Torque [Nm],Tool wear [min],Machine failure,TWF,HDF,PWF,OSF,RNF"
+    )
+    lines = [header]
+    for i, ((kind, speed, torque, wear, temp), y) in enumerate(zip(table.x, table.y, strict=True)):
+        code = "LMH"[int(kind)]
+        lines.append(
+            f"{i + 1},{code}{i},{code},{temp:.1f},{temp + 10:.1f},{speed:.0f},{torque:.1f},"
+            f"{wear:.0f},{int(y)},0,0,0,0,0"
+        )
+    path = tmp_path / "ai4i.csv"
+    path.write_text("\n".join(lines) + "\n")
+    data = ["--data-dir", str(tmp_path / "data"), "--data", str(path), "--format", "ai4i"]
+    args = ["maintenance", "train", "failure", "--template", "cnc", "--holdout", "0", *data]
+    assert main(args) == 0
+    assert "stored cnc version 1" in capsys.readouterr().out
+    manifest = ModelRegistry.of(tmp_path / "data").manifest("cnc")
+    assert manifest.data["failures"] == int(table.y.sum())
+    assert "TWF" not in manifest.signals and "Machine failure" not in manifest.signals
+    assert [d["name"] for d in manifest.params["derived"]] == [
+        "power [W]",
+        "temperature difference [K]",
+        "strain [Nm min]",
+    ]
+    assert main(["maintenance", "score", "--template", "cnc", *data]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 301
