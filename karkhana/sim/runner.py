@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
 from karkhana.core.errors import ConfigError
@@ -196,8 +197,8 @@ async def run(
             if now >= next_progress:
                 next_progress = now + progress_every_s * 1000.0
                 log.info(
-                    "simulated up to %d (%.1f h), %d messages sent",
-                    plant.now_ms,
+                    "simulated up to %s UTC (%.1f h), %d messages sent",
+                    datetime.fromtimestamp(plant.now_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     (plant.now_ms - sim0) / 3_600_000,
                     delivery.messages,
                 )
