@@ -421,7 +421,7 @@ def test_fits_phones_and_tablets_with_big_touch_targets(
     try:
         sign_in(driver, server)
         wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tile"))
-        for page in ("", "#/operator", "#/pareto", "#/alarms", "#/reports"):
+        for page in ("", "#/operator", "#/pareto", "#/alarms", "#/reports", "#/maintenance"):
             driver.get(f"{server.url}/{page}")
             wait(driver).until(lambda d: d.find_element(By.ID, "page").text.strip())
             time.sleep(0.5)
@@ -553,3 +553,96 @@ def test_an_operator_sees_own_site_names_as_text_and_may_not_add_rules(
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert r.status_code == 403
+
+
+def has_maintenance(server: Server) -> bool:
+    with server.api() as api:
+        return api.get("/api/v1/maintenance/health").status_code == 200
+
+
+def test_maintenance_page_shows_health_and_raises_a_work_order(
+    browser: WebDriver, server: Server
+) -> None:
+    if not has_maintenance(server):
+        pytest.skip("the maintenance module is not installed in this build")
+    loom = simulated_loom(server)
+    with server.api() as api:
+        health = {h["machine_id"]: h for h in api.get("/api/v1/maintenance/health").json()}
+    sign_in(browser, server, "#/maintenance")
+    tiles = ".health .tile[data-machine]"
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, tiles)) == len(health))
+    shown = {
+        t.get_attribute("data-machine"): t for t in browser.find_elements(By.CSS_SELECTOR, tiles)
+    }
+    assert set(shown) == set(health)
+    # every machine says where it stands; a new demo is still learning and says so
+    labels = {
+        "learning": "Learning normal behaviour",
+        "ok": "Healthy",
+        "alarm": "Health alarm",
+        "no_data": "No data",
+        "not_monitored": "Not monitored",
+    }
+    for tile in shown.values():
+        status = tile.get_attribute("data-status")
+        assert status in labels, status
+        assert tile.find_element(By.CSS_SELECTOR, ".status").text == labels[status]
+        if status == "learning":
+            assert "Learning" in tile.find_element(By.CSS_SELECTOR, ".hi").text
+            assert "hb-learning" in (tile.get_attribute("class") or "")
+    # a loom is monitored (no data only until the monitor's first pass)
+    assert shown[loom].get_attribute("data-status") != "not_monitored"
+    shot(browser, "maintenance")
+
+    # one loom: raise a work order, start it, finish it
+    browser.find_element(By.CSS_SELECTOR, f".health .tile[data-machine='{loom}']").click()
+    form = wait(browser).until(lambda d: d.find_element(By.ID, "wo-form"))
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#kpi-health[data-status]"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#health-chart .uplot canvas")
+    form.find_element(By.NAME, "title").send_keys("Grease the loom's main bearing")
+    form.find_element(By.NAME, "assignee").send_keys("bilal")
+    form.find_element(By.NAME, "notes").send_keys("warm to the touch on the morning round")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(
+        lambda d: "Grease the loom's main bearing" in d.find_element(By.ID, "wo-message").text
+    )
+    row = "#wo-list tr[data-order]"
+    wait(browser).until(
+        lambda d: any("Grease the loom" in r.text for r in d.find_elements(By.CSS_SELECTOR, row))
+    )
+    with server.api() as api:
+        orders = api.get(f"/api/v1/maintenance/machines/{loom}/work-orders").json()
+    order = next(o for o in orders if o["title"] == "Grease the loom's main bearing")
+    assert order["assignee"] == "bilal" and order["status"] == "open"
+    assert order["notes"] == "warm to the touch on the morning round"
+    mine = f"#wo-list tr[data-order='{order['id']}']"
+    for to in ("in_progress", "done"):
+        browser.find_element(By.CSS_SELECTOR, f"{mine} button.advance").click()
+        wait(browser).until(
+            lambda d, to=to: (
+                d.find_element(By.CSS_SELECTOR, mine).get_attribute("data-status") == to
+            )
+        )
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{mine} button.advance")
+    shot(browser, "maintenance-machine")
+    with server.api() as api:
+        got = api.get(f"/api/v1/maintenance/machines/{loom}/work-orders/{order['id']}").json()
+        assert got["status"] == "done" and got["completed_ms"]
+        audit = api.get("/api/v1/audit", params={"action": "work_order.*", "actor": "admin"}).json()
+    mine_in_audit = [e["action"] for e in audit if e["target"] == f"work_order:{order['id']}"]
+    assert mine_in_audit == ["work_order.create", "work_order.update", "work_order.update"]
+
+    # the plant page again, in Urdu
+    browser.get(f"{server.url}/#/maintenance")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, tiles))
+    Select(browser.find_element(By.ID, "lang")).select_by_value("ur")
+    wait(browser).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#page h1").text == "مشینوں کی صحت اور دیکھ بھال"
+    )
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "#nav a[data-page=maintenance]").text == "دیکھ بھال"
+    )
+    shot(browser, "maintenance-urdu")
+    Select(browser.find_element(By.ID, "lang")).select_by_value("en")
+    wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("dir") == "ltr")
+    assert errors(browser) == []

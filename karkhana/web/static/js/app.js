@@ -15,6 +15,7 @@ const PAGES = {
   pareto: () => import("./pages/pareto.js"),
   alarms: () => import("./pages/alarms.js"),
   reports: () => import("./pages/reports.js"),
+  maintenance: () => import("./pages/maintenance.js"),
 };
 
 const $ = (id) => document.getElementById(id);
