@@ -568,6 +568,24 @@ def test_maintenance_page_shows_health_and_raises_a_work_order(
     loom = simulated_loom(server)
     with server.api() as api:
         health = {h["machine_id"]: h for h in api.get("/api/v1/maintenance/health").json()}
+        # a schedule every 0.01 day (14.4 min) whose last 99.9 % is "due soon": due within 1 s
+        r = api.post(
+            f"/api/v1/maintenance/machines/{loom}/schedules",
+            json={
+                "title": "Clean the loom's filters",
+                "basis": "calendar",
+                "interval": 0.01,
+                "lead": 0.999,
+            },
+        )
+        assert r.status_code == 201, r.text
+        schedule = r.json()["id"]
+        deadline = time.monotonic() + 10
+        while not any(
+            s["id"] == schedule for s in api.get("/api/v1/maintenance/schedules/due").json()
+        ):
+            assert time.monotonic() < deadline, "the schedule never became due"
+            time.sleep(0.2)
     sign_in(browser, server, "#/maintenance")
     tiles = ".health .tile[data-machine]"
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, tiles)) == len(health))
@@ -592,6 +610,10 @@ def test_maintenance_page_shows_health_and_raises_a_work_order(
             assert "hb-learning" in (tile.get_attribute("class") or "")
     # a loom is monitored (no data only until the monitor's first pass)
     assert shown[loom].get_attribute("data-status") != "not_monitored"
+    due = wait(browser).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, f"#due tr[data-schedule='{schedule}']")
+    )
+    assert "Clean the loom's filters" in due.text and "Due soon" in due.text
     shot(browser, "maintenance")
 
     # one loom: raise a work order, start it, finish it
@@ -599,6 +621,12 @@ def test_maintenance_page_shows_health_and_raises_a_work_order(
     form = wait(browser).until(lambda d: d.find_element(By.ID, "wo-form"))
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#kpi-health[data-status]"))
     assert browser.find_elements(By.CSS_SELECTOR, "#health-chart .uplot canvas")
+    kpi = browser.find_element(By.CSS_SELECTOR, "#kpi-health")
+    assert kpi.get_attribute("data-status") in labels
+    scheduled = wait(browser).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, f"#schedules tr[data-schedule='{schedule}']")
+    )
+    assert scheduled.get_attribute("data-due") == "due_soon" and "Every 0.01 days" in scheduled.text
     form.find_element(By.NAME, "title").send_keys("Grease the loom's main bearing")
     form.find_element(By.NAME, "assignee").send_keys("bilal")
     form.find_element(By.NAME, "notes").send_keys("warm to the touch on the morning round")
@@ -643,6 +671,8 @@ def test_maintenance_page_shows_health_and_raises_a_work_order(
         browser.find_element(By.CSS_SELECTOR, "#nav a[data-page=maintenance]").text == "دیکھ بھال"
     )
     shot(browser, "maintenance-urdu")
+    with server.api() as api:
+        api.delete(f"/api/v1/maintenance/machines/{loom}/schedules/{schedule}")
     Select(browser.find_element(By.ID, "lang")).select_by_value("en")
     wait(browser).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("dir") == "ltr")
     assert errors(browser) == []

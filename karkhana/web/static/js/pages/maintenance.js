@@ -63,14 +63,14 @@ async function plantPage(el, first, ctx) {
     el.querySelector("#health").innerHTML = [...health].sort(worstFirst).map((h) => `
       <a class="tile hb-${esc(band(h))}" data-machine="${esc(h.machine_id)}" data-status="${esc(h.status)}"
         href="#/maintenance/${encodeURIComponent(h.machine_id)}">
-        <h3><span class="name">${esc(name(h.machine_id))}</span></h3>
+        <h3><bdi class="name" dir="auto">${esc(name(h.machine_id))}</bdi></h3>
         <b class="hi">${indexText(h)}</b>
         <dl><dt>${esc(t("mnt.state"))}</dt><dd class="status">${esc(statusName(h.alarm ? "alarm" : h.status))}</dd>
-        ${h.contributions.length ? `<dt>${esc(t("mnt.top_signal"))}</dt><dd>${esc(h.contributions[0].signal)}</dd>` : ""}
+        ${h.contributions.length ? `<dt>${esc(t("mnt.top_signal"))}</dt><dd dir="auto">${esc(h.contributions[0].signal)}</dd>` : ""}
         ${open.get(h.machine_id) ? `<dt>${esc(t("mnt.orders_open"))}</dt><dd>${open.get(h.machine_id)}</dd>` : ""}</dl></a>`).join("")
       || `<p class="hint">${esc(t("mnt.no_machines"))}</p>`;
-    el.querySelector("#due").innerHTML = due.length ? `<table class="values"><tbody>${due.map((s) => `<tr>
-      <td><a href="#/maintenance/${encodeURIComponent(s.machine_id)}">${esc(name(s.machine_id))}</a></td><td>${esc(s.title)}</td>
+    el.querySelector("#due").innerHTML = due.length ? `<table class="values"><tbody>${due.map((s) => `<tr data-schedule="${esc(s.id)}" data-due="${esc(s.due.status)}">
+      <td><a href="#/maintenance/${encodeURIComponent(s.machine_id)}" dir="auto">${esc(name(s.machine_id))}</a></td><td dir="auto">${esc(s.title)}</td>
       <td><span class="due ${esc(s.due.status)}">${esc(t(`mnt.due.${s.due.status}`))}</span></td><td class="v">${esc(left(s.due))}</td></tr>`).join("")}
       </tbody></table>` : `<p class="hint">${esc(t("mnt.due_none"))}</p>`;
     el.querySelector("#orders").innerHTML = orders.length ? orderTable(orders, name, false) : `<p class="hint">${esc(t("mnt.orders_none"))}</p>`;
@@ -88,20 +88,23 @@ async function plantPage(el, first, ctx) {
   return () => clearInterval(timer);
 }
 
+// Intervals and what is left: two digits below 1 (0.25 days), else one.
+const amount = (v) => num(v, Math.abs(v) < 1 ? 2 : 1);
+
 function left(due) {
   if (due.remaining === null || due.remaining === undefined) return "–";
   const unit = t(`mnt.unit.${["days", "hours", "counts"].includes(due.unit) ? due.unit : "counts"}`);
   const key = due.remaining < 0 ? "mnt.overdue_by" : "mnt.left";
-  return t(key, { n: num(Math.abs(due.remaining), 1), unit });
+  return t(key, { n: amount(Math.abs(due.remaining)), unit });
 }
 
 function orderTable(orders, name, actions) {
   return `<table class="values orders"><thead><tr><th>${esc(t("mnt.wo.title"))}</th>${name ? `<th>${esc(t("mnt.machine"))}</th>` : ""}
     <th>${esc(t("mnt.wo.assignee"))}</th><th>${esc(t("mnt.wo.status"))}</th><th>${esc(t("mnt.wo.created"))}</th>${actions ? "<th></th>" : ""}</tr></thead>
     <tbody>${orders.map((o) => `<tr data-order="${esc(o.id)}" data-status="${esc(o.status)}">
-      <td>${esc(o.title)}${o.notes ? `<br><span class="hint">${esc(o.notes)}</span>` : ""}</td>
-      ${name ? `<td><a href="#/maintenance/${encodeURIComponent(o.machine_id)}">${esc(name(o.machine_id))}</a></td>` : ""}
-      <td>${esc(o.assignee || "–")}</td><td><span class="wo ${esc(o.status)}">${esc(t(`mnt.wo.${o.status}`))}</span></td>
+      <td dir="auto">${esc(o.title)}${o.notes ? `<br><span class="hint">${esc(o.notes)}</span>` : ""}</td>
+      ${name ? `<td><a href="#/maintenance/${encodeURIComponent(o.machine_id)}" dir="auto">${esc(name(o.machine_id))}</a></td>` : ""}
+      <td dir="auto">${esc(o.assignee || "–")}</td><td><span class="wo ${esc(o.status)}">${esc(t(`mnt.wo.${o.status}`))}</span></td>
       <td>${esc(dateTime(o.created_ms))}</td>
       ${actions ? `<td>${NEXT[o.status] ? `<button type="button" class="advance" data-to="${NEXT[o.status]}">${esc(t(`mnt.wo.to_${NEXT[o.status]}`))}</button>` : ""}</td>` : ""}
     </tr>`).join("")}</tbody></table>`;
@@ -192,8 +195,8 @@ async function machinePage(el, id, ctx) {
 
   const loadSchedules = async () => {
     const schedules = await get(`${path}/schedules`);
-    el.querySelector("#schedules").innerHTML = schedules.length ? `<table class="values"><tbody>${schedules.map((s) => `<tr>
-      <td>${esc(s.title)}</td><td>${esc(t("mnt.every", { n: num(s.interval, 1), unit: t(`mnt.unit.${{ calendar: "days", run_hours: "hours", count: "counts" }[s.basis] || "counts"}`) }))}</td>
+    el.querySelector("#schedules").innerHTML = schedules.length ? `<table class="values"><tbody>${schedules.map((s) => `<tr data-schedule="${esc(s.id)}" data-due="${esc(s.due.status)}">
+      <td dir="auto">${esc(s.title)}</td><td>${esc(t("mnt.every", { n: amount(s.interval), unit: t(`mnt.unit.${{ calendar: "days", run_hours: "hours", count: "counts" }[s.basis] || "counts"}`) }))}</td>
       <td><span class="due ${esc(s.due.status)}">${esc(t(`mnt.due.${s.due.status}`))}</span></td><td class="v">${esc(left(s.due))}</td></tr>`).join("")}
       </tbody></table>` : `<p class="hint">${esc(t("mnt.schedules_none"))}</p>`;
   };
