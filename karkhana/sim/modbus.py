@@ -107,12 +107,21 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         server = ModbusTcpServer(registers.device(args.unit), address=(args.host, args.port))
+        try:
+            await server.serve_forever(background=True)  # listening once this returns
+        except RuntimeError:  # pymodbus's answer to an address in use
+            raise ConfigError(
+                f"cannot serve Modbus TCP on {args.host}:{args.port}: the port is taken"
+            ) from None
         print(
             f"simulated {maps[args.map].name} ({registers.device_id} of the {args.profile} plant)"
             f" on modbus tcp {args.host}:{args.port} unit {args.unit}; Ctrl-C stops it",
             flush=True,
         )
-        await server.serve_forever()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.shutdown()
 
     try:
         asyncio.run(serve())

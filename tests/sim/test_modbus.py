@@ -85,3 +85,17 @@ def test_simulate_meter_command_serves_until_stopped() -> None:
         client.close()
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_taken_port_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from karkhana.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["simulate-meter", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "the port is taken" in err and err.strip().count("\n") == 0
