@@ -121,7 +121,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         try:
             await asyncio.Event().wait()
         finally:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
 
     try:
         asyncio.run(serve())
