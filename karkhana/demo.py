@@ -23,7 +23,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from karkhana.alarms.engine import AlarmEvent, BoundRule, RuleSet, bind
+from karkhana.alarms.engine import AlarmEvent, BoundRule, RuleSet
 from karkhana.alarms.model import parse_rule
 from karkhana.core.errors import ConfigError, Conflict, KarkhanaError
 from karkhana.core.files import write_atomically
@@ -216,22 +216,8 @@ def starter_bindings(rt: Runtime, profile: str) -> list[BoundRule]:
     out: list[BoundRule] = []
     for body in STARTER_RULES.get(profile, ()):
         rule = parse_rule(body)
-        if rule.id in rt.alarms.rules:
-            continue  # already live: the alarm service judges what is written
-        for m in rt.alarms.machines.values():
-            if m.template != rule.template:
-                continue
-            bound = bind(
-                rule,
-                m.id,
-                m.signals,
-                timezone=m.timezone,
-                site_id=m.site_id,
-                machine_name=m.name,
-                template=m.template,
-            )
-            if bound is not None:
-                out.append(bound)
+        if rule.id not in rt.alarms.rules:  # a live rule: the alarm service judges what is written
+            out += rt.alarms.bind(rule)
     return out
 
 

@@ -327,33 +327,33 @@ class AlarmService:
         await self._rebind()
 
     def _bind_all(self) -> list[BoundRule]:
+        return [b for rule in self.rules.values() if rule.enabled for b in self.bind(rule)]
+
+    def bind(self, rule: Rule) -> list[BoundRule]:
+        """The rule bound to each machine it watches (its machine, or every machine of its
+        template in its site) that has all of its signals."""
+        if rule.machine_id is not None:
+            targets = [self.machines[rule.machine_id]] if rule.machine_id in self.machines else []
+        else:
+            targets = [
+                m
+                for m in self.machines.values()
+                if m.template == rule.template
+                and (rule.site_id is None or m.site_id == rule.site_id)
+            ]
         out = []
-        for rule in self.rules.values():
-            if not rule.enabled:
-                continue
-            if rule.machine_id is not None:
-                targets = (
-                    [self.machines[rule.machine_id]] if rule.machine_id in self.machines else []
-                )
-            else:
-                targets = [
-                    m
-                    for m in self.machines.values()
-                    if m.template == rule.template
-                    and (rule.site_id is None or m.site_id == rule.site_id)
-                ]
-            for m in targets:
-                b = bind(
-                    rule,
-                    m.id,
-                    m.signals,
-                    timezone=m.timezone,
-                    site_id=m.site_id,
-                    machine_name=m.name,
-                    template=m.template,
-                )
-                if b is not None:
-                    out.append(b)
+        for m in targets:
+            b = bind(
+                rule,
+                m.id,
+                m.signals,
+                timezone=m.timezone,
+                site_id=m.site_id,
+                machine_name=m.name,
+                template=m.template,
+            )
+            if b is not None:
+                out.append(b)
         return out
 
     async def _rebind(self) -> None:
