@@ -74,13 +74,7 @@ async def post_batch(
     try:
         receipt = await edge.receive(gateway_id, bearer_token(request) or "", body)
     except Unauthorized:
-        await rt.audit.refused(
-            gateway_id[:64] or "(none)",
-            "device.auth",
-            f"device:{gateway_id[:64]}",
-            source=client_address(request),
-            details={"transport": "edge"},
-        )
+        await _refused(rt, request, gateway_id)
         raise
     return BatchReceipt(
         batch_id=str(receipt.batch_id),
@@ -90,16 +84,21 @@ async def post_batch(
     )
 
 
+async def _refused(rt: Runtime, request: Request, gateway_id: str) -> None:
+    """Audit a gateway credential that did not verify."""
+    await rt.audit.refused(
+        gateway_id[:64] or "(none)",
+        "device.auth",
+        f"device:{gateway_id[:64]}",
+        source=client_address(request),
+        details={"transport": "edge"},
+    )
+
+
 async def _gateway(request: Request, rt: Runtime, gateway_id: str) -> str:
     """The gateway the request's device token belongs to; refused attempts are audited."""
     if not rt.devices.verify(gateway_id, bearer_token(request)):
-        await rt.audit.refused(
-            gateway_id[:64] or "(none)",
-            "device.auth",
-            f"device:{gateway_id[:64]}",
-            source=client_address(request),
-            details={"transport": "edge"},
-        )
+        await _refused(rt, request, gateway_id)
         raise Unauthorized("send the gateway's id (X-Karkhana-Gateway) and its device token")
     return gateway_id
 

@@ -17,7 +17,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,7 +35,7 @@ from karkhana.core.errors import (
     Unauthorized,
 )
 from karkhana.core.model import is_valid_device_id
-from karkhana.edge.buffer import Buffer, QuarantineGroup
+from karkhana.edge.buffer import Buffer
 from karkhana.edge.clock import EdgeClock
 from karkhana.ingest.codec import decode
 
@@ -134,7 +134,7 @@ def local_app(
             groups = await buffer.quarantine_summary()
         except KarkhanaError as exc:
             return error(exc)
-        return JSONResponse({"groups": [_group(g) for g in groups]})
+        return JSONResponse({"groups": [asdict(g) for g in groups]})
 
     async def release(request: Request) -> JSONResponse:
         try:
@@ -163,17 +163,6 @@ def local_app(
             Route("/quarantine/release", release, methods=["POST"]),
         ]
     )
-
-
-def _group(g: QuarantineGroup) -> dict[str, Any]:
-    return {
-        "device_id": g.device_id,
-        "reason": g.reason,
-        "points": g.points,
-        "first_ts": g.first_ts,
-        "last_ts": g.last_ts,
-        "last_moved_ms": g.last_moved_ms,
-    }
 
 
 def error(exc: KarkhanaError) -> JSONResponse:

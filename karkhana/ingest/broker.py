@@ -330,12 +330,9 @@ class EmbeddedBroker(StoringBroker):
 
     async def _authenticate(self, session: Session, _: Any) -> bool:
         ssl_object = session.ssl_object
-        cert_id = client_device_id(
-            ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        )
-        revoked = cert_id is not None and self.revocations.revoked(
-            ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        )
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        cert_id = client_device_id(der)
+        revoked = cert_id is not None and self.revocations.revoked(der)
         if cert_id is not None:
             # the TLS layer has verified the certificate against the CA; a revoked certificate
             # or a deleted device is refused
