@@ -27,15 +27,22 @@ Array = NDArray[np.float64]
 
 @dataclass(frozen=True, slots=True)
 class Derived:
-    """A feature computed from two columns: ``scale * (a op b)``."""
+    """A feature computed from two columns: ``scale * (a op (b + offset))``.
+
+    ``a`` and ``b`` name input columns or derived features listed before this one. ``offset``
+    turns a code into a level: AI4I's product grades L/M/H (codes 0/1/2) have overstrain limits
+    of 11, 12 and 13 thousand Nm min, so strain / (grade + 11) / 1000 is strain over its limit.
+    """
 
     name: str
     op: Literal["mul", "sub", "div"]
     a: str
     b: str
     scale: float = 1.0
+    offset: float = 0.0
 
     def compute(self, a: Array, b: Array) -> Array:
+        b = b + self.offset
         if self.op == "mul":
             out = a * b
         elif self.op == "sub":
@@ -135,6 +142,7 @@ class FailureModel:
         return {
             "derived": [
                 {"name": d.name, "op": d.op, "a": d.a, "b": d.b, "scale": d.scale}
+                | ({"offset": d.offset} if d.offset else {})
                 for d in self.derived
             ],
             "categorical": list(self.categorical),
@@ -147,13 +155,14 @@ class FailureModel:
     def _matrix(self, x: Array, columns: Sequence[str]) -> Array:
         if x.ndim != 2 or x.shape[1] != len(columns):
             raise InvalidPayload(f"{x.shape} values for {len(columns)} columns")
-        index = {c: i for i, c in enumerate(columns)}
+        values = {c: x[:, i] for i, c in enumerate(columns)}
         parts = [x]
         for d in self.derived:
             for name in (d.a, d.b):
-                if name not in index:
+                if name not in values:
                     raise InvalidPayload(f"derived feature {d.name} needs column {name!r}")
-            parts.append(d.compute(x[:, index[d.a]], x[:, index[d.b]])[:, None])
+            values[d.name] = d.compute(values[d.a], values[d.b])
+            parts.append(values[d.name][:, None])
         m = np.hstack(parts)
         if self._fill is not None:
             m = np.where(np.isnan(m), self._fill, m)
@@ -235,3 +244,14 @@ class FailureModel:
     def predict(self, x: Array, columns: Sequence[str] | None = None) -> NDArray[np.bool_]:
         result: NDArray[np.bool_] = self.predict_proba(x, columns) >= self.threshold
         return result
+
+
+def select_by_cv(
+    candidates: Sequence[FailureModel], x: Array, y: Array, columns: Sequence[str]
+) -> FailureModel:
+    """Fit every candidate and keep the one with the best out-of-fold F1 (``cv_f1``) on this
+    training data; the first listed wins a tie, so list the simplest first."""
+    if not candidates:
+        raise InvalidPayload("no candidate models to choose from")
+    fitted = [c.fit(x, y, columns) for c in candidates]
+    return max(fitted, key=lambda m: m.cv_f1)

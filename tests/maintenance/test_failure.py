@@ -21,6 +21,7 @@ from karkhana.maintenance.failure import (
     FailureModel,
     best_threshold,
     f1_score,
+    select_by_cv,
 )
 
 POWER = Derived("power", "mul", "torque", "speed", 2 * np.pi / 60)
@@ -35,6 +36,21 @@ def test_derived_features() -> None:
     ratio = Derived("r", "div", "a", "b").compute(a, b)
     np.testing.assert_allclose(ratio[:2], [0.5, 3.0])
     assert np.isnan(ratio[2])
+
+
+def test_offset_and_derived_from_derived() -> None:
+    code = np.array([0.0, 1.0, 2.0])
+    strain = np.array([11000.0, 6000.0, 13000.0])
+    over = Derived("over limit", "div", "strain", "grade", scale=1e-3, offset=11.0)
+    np.testing.assert_allclose(over.compute(strain, code), [1.0, 0.5, 1.0])
+    t = synthetic_failures(300, seed=3)
+    chained = (STRAIN, Derived("strain over limit", "div", "strain", "type", 1e-3, offset=9.0))
+    model = FailureModel(derived=chained)
+    m = model._matrix(t.x, t.columns)
+    wear, torque, kind = t.x[:, 3], t.x[:, 2], t.x[:, 0]
+    np.testing.assert_allclose(m[:, -1], wear * torque / (kind + 9.0) / 1000)
+    assert model.params()["derived"][1]["offset"] == 9.0
+    assert "offset" not in model.params()["derived"][0]
 
 
 def test_f1_and_best_threshold_by_hand() -> None:
@@ -62,6 +78,22 @@ def test_learns_physical_failure_limits() -> None:
     plain = FailureModel(categorical=("type",), trees=small, folds=3)
     plain.fit(train.x, train.y, train.columns)
     assert f1_score(plain.predict(test.x), test.y > 0.5) < f1
+
+
+def test_select_by_cv_keeps_the_better_candidate() -> None:
+    train = synthetic_failures(1500, seed=1)
+    assert train.y is not None
+    small = ClassifierParams(n_estimators=60, forest_trees=0)
+    # the grade limits of the synthetic data: 9, 10, 11 thousand for type codes 0, 1, 2
+    over = Derived("strain over limit", "div", "strain", "type", 1e-3, offset=9.0)
+    plain = FailureModel(trees=small, folds=3)
+    physics = FailureModel(derived=(POWER, STRAIN, over), trees=small, folds=3)
+    best = select_by_cv([plain, physics], train.x, train.y, train.columns)
+    assert best is physics
+    assert physics.cv_f1 > plain.cv_f1
+    assert plain._clf is not None  # every candidate was fitted
+    with pytest.raises(InvalidPayload, match="no candidate"):
+        select_by_cv([], train.x, train.y, train.columns)
 
 
 def test_columns_by_name() -> None:
