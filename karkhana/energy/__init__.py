@@ -1,0 +1,1 @@
+"""Energy management: metering, tariffs, bills, energy per unit produced, power sources."""
