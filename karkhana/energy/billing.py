@@ -36,11 +36,11 @@ from karkhana.energy.model import (
     PeriodCost,
     Tariff,
 )
-from karkhana.energy.tariff import KARACHI, _at, local_date, peak_spans
+from karkhana.energy.tariff import KARACHI, at_local, local_date, peak_spans
 
 
 def _month_start(year: int, month: int, day: int, tz: ZoneInfo) -> int:
-    return _at(date(year, month, day), 0, tz)
+    return at_local(date(year, month, day), 0, tz)
 
 
 def billing_period(t_ms: int, tz: ZoneInfo = KARACHI, reading_day: int = 1) -> tuple[int, int]:
@@ -76,10 +76,10 @@ def day_edges(start_ms: int, end_ms: int, tz: ZoneInfo = KARACHI) -> Ints:
     """Local midnights from the one at or before ``start_ms`` to the first at or after
     ``end_ms``: the edges for `period_costs` per day."""
     day = local_date(start_ms, tz)
-    edges = [_at(day, 0, tz)]
+    edges = [at_local(day, 0, tz)]
     while edges[-1] < end_ms:
         day += timedelta(days=1)
-        edges.append(_at(day, 0, tz))
+        edges.append(at_local(day, 0, tz))
     return np.array(edges, np.int64)
 
 

@@ -323,7 +323,8 @@ def load_tariffs(directory: Path | None = None) -> dict[str, Tariff]:
     return load_all(DATA_DIR, directory, load_tariff, lambda t: t.id, "tariff")
 
 
-def _at(day: date, minutes: int, tz: ZoneInfo) -> int:
+def at_local(day: date, minutes: int, tz: ZoneInfo) -> int:
+    """Epoch ms of ``minutes`` after local midnight of ``day`` (wall-clock arithmetic)."""
     naive = datetime(day.year, day.month, day.day) + timedelta(minutes=minutes)
     return int(naive.replace(tzinfo=tz).timestamp() * 1000)
 
@@ -343,8 +344,8 @@ def peak_spans(tariff: Tariff, start_ms: int, end_ms: int, tz: ZoneInfo = KARACH
         while day <= last:
             season = tariff.season_of(day.month)
             for w in season.peak if season else ():
-                a = _at(day, w.start_min, tz)
-                b = _at(day, w.start_min + w.minutes, tz)
+                a = at_local(day, w.start_min, tz)
+                b = at_local(day, w.start_min + w.minutes, tz)
                 a, b = max(a, start_ms), min(b, end_ms)
                 if b > a:
                     rows.append((a, b))
