@@ -233,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="days of simulated history written on a new data folder (default 3; 0: none)",
     )
+    p.add_argument(
+        "--rul-lives",
+        type=int,
+        default=40,
+        metavar="N",
+        help="simulated run-to-failure lives the looms' remaining-life model is trained on "
+        "when none is stored yet (default 40; 0: do not train)",
+    )
 
     p = sub.add_parser("simulate", help="simulate a factory's devices sending to a server")
     from karkhana.sim.cli import add_arguments as sim_arguments

@@ -19,6 +19,8 @@ from karkhana.core.errors import ConfigError, KarkhanaError
 from karkhana.ingest.broker import EmbeddedBroker
 from karkhana.ingest.mqtt import BrokerAddress, MqttListener
 from karkhana.ingest.service import Ingestor
+from karkhana.maintenance.prognosis import Prognosis
+from karkhana.maintenance.registry import ModelRegistry
 from karkhana.maintenance.service import MaintenanceService
 from karkhana.production.service import ProductionService
 from karkhana.security.audit import AuditLog, record_settings, settings_snapshot
@@ -61,7 +63,11 @@ class Runtime:
         )
         self.users = Users(self.db, clock, settings.token_ttl_hours * 3_600_000, audit=self.audit)
         self.assets = AssetService(self.db, load_templates())
-        self.maintenance = MaintenanceService(self.db, self.store, self.assets, clock, self.audit)
+        self.models = ModelRegistry.of(settings.data_dir)
+        self.prognosis = Prognosis(self.db, self.store, self.assets, self.models, clock)
+        self.maintenance = MaintenanceService(
+            self.db, self.store, self.assets, clock, self.audit, prognosis=self.prognosis
+        )
         self.production = ProductionService(
             self.db, self.store, self.bus, self.assets, clock, settings.data_dir
         )

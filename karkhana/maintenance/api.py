@@ -3,15 +3,16 @@ vibration bursts from devices."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from karkhana.api.deps import CurrentUser, RuntimeDep, Source, client_address, visible_sites
 from karkhana.api.telemetry import _body
-from karkhana.core.errors import InvalidPayload, Unauthorized
+from karkhana.core.errors import Conflict, InvalidPayload, NotFound, Unauthorized
 from karkhana.core.model import Sample
 from karkhana.core.timeutil import parse_ts
 from karkhana.maintenance import vibration
@@ -23,12 +24,14 @@ from karkhana.maintenance.model import (
     WorkOrderSource,
     WorkOrderStatus,
 )
+from karkhana.maintenance.registry import Manifest, ModelRegistry
 from karkhana.maintenance.service import (
     HealthStatus,
     MaintenanceService,
     schedule_dict,
     work_order_dict,
 )
+from karkhana.maintenance.train import train_failure, train_simulated
 from karkhana.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/maintenance", tags=["maintenance"])
@@ -429,3 +432,219 @@ async def vibration_burst(
     }
     result = await rt.store.write([Sample(device_id, k, ts, v) for k, v in values.items()])
     return BurstOut(stored=result.stored, ts=ts, features=values)
+
+
+# -- remaining life and trained models ----------------------------------------------------
+@router.get("/machines/{machine_id}/rul")
+async def machine_rul(machine_id: str, rt: RuntimeDep, user: CurrentUser) -> dict[str, Any]:
+    """The machine's predicted remaining life in hours with its interval, from the newest
+    remaining-life model of its template (404 when there is no model or no data yet)."""
+    await rt.assets.get_machine(machine_id)
+    found = await rt.prognosis.current(machine_id)
+    if found is None:
+        raise NotFound(
+            f"no remaining-life estimate for {machine_id}: its template has no trained model"
+            " or the machine has no hourly data since its last repair"
+        )
+    return found
+
+
+@router.post("/machines/{machine_id}/rul/work-order", status_code=201)
+async def work_order_from_rul(
+    machine_id: str, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> dict[str, Any]:
+    """Raise a predictive work order from the machine's current remaining-life estimate."""
+    await rt.assets.get_machine(machine_id)
+    estimate = await rt.prognosis.estimate(machine_id)
+    if estimate is None:
+        raise NotFound(f"no remaining-life estimate for {machine_id}")
+    wo = await _service(rt).order_from_rul(estimate, actor=user.username, source_address=source)
+    assert wo is not None
+    return work_order_dict(wo)
+
+
+def _manifest_out(m: Manifest) -> dict[str, Any]:
+    return {
+        "template": m.template,
+        "version": m.version,
+        "kind": m.kind,
+        "created_at": m.created_at,
+        "metrics": m.metrics,
+        "data": m.data,
+        "params": m.params,
+        "signals": m.signals,
+        "settings": m.settings,
+        "libraries": m.libraries,
+    }
+
+
+@router.get("/models")
+async def list_models(rt: RuntimeDep, user: CurrentUser) -> list[dict[str, Any]]:
+    """Every stored model version with its training metrics and data range."""
+    registry: ModelRegistry = rt.models
+    out = []
+    for template in registry.templates():
+        for version in registry.versions(template):
+            out.append(_manifest_out(registry.manifest(template, version)))
+    return out
+
+
+@router.get("/models/{template}")
+async def template_models(template: str, rt: RuntimeDep, user: CurrentUser) -> list[dict[str, Any]]:
+    registry: ModelRegistry = rt.models
+    versions = registry.versions(template)
+    if not versions:
+        raise NotFound(f"no trained model for template {template!r}")
+    return [_manifest_out(registry.manifest(template, v)) for v in versions]
+
+
+class TrainIn(BaseModel):
+    kind: Literal["rul", "failure"]
+    source: Literal["recorded", "simulated", "table"] = Field(
+        description="rul: 'recorded' (the machines' breakdown work orders and hourly data) or "
+        "'simulated' (power_loom only); failure: 'table' (the rows given here)"
+    )
+    seed: int = Field(default=0, ge=0, le=2**31)
+    holdout: float = Field(default=0.2, ge=0.0, le=0.5)
+    lives: int = Field(default=40, ge=2, le=200, description="simulated: lives to simulate")
+    rows: list[dict[str, float]] | None = Field(
+        default=None, max_length=100_000, description="table: one object per row"
+    )
+    label: str | None = Field(default=None, description="table: the 0/1 failure column")
+
+
+_training = asyncio.Lock()
+
+
+@router.post("/models/{template}/train", status_code=201)
+async def train_model(
+    template: str, body: TrainIn, rt: RuntimeDep, user: CurrentUser, source: Source
+) -> dict[str, Any]:
+    """Train the template's next model version (one training at a time) and store it."""
+    tpl = rt.assets.template(template)
+    if _training.locked():
+        raise Conflict("a model is being trained; try again when it is done")
+    async with _training:
+        if body.kind == "rul" and body.source == "recorded":
+            manifest = await _service(rt).train_rul(template, seed=body.seed, holdout=body.holdout)
+        elif body.kind == "rul" and body.source == "simulated":
+            manifest = await asyncio.to_thread(
+                train_simulated,
+                rt.models,
+                tpl,
+                lives=body.lives,
+                seed=body.seed,
+                holdout=body.holdout,
+            )
+            await _service(rt).rul_backfill(template)
+        elif body.kind == "failure" and body.source == "table":
+            table = _rows_table(body.rows or [], body.label)
+            manifest = await asyncio.to_thread(
+                train_failure,
+                rt.models,
+                template,
+                table,
+                seed=body.seed,
+                holdout=body.holdout,
+                data={"source": "api rows"},
+            )
+        else:
+            raise InvalidPayload(f"a {body.kind} model cannot be trained from {body.source!r}")
+    await rt.audit.record(
+        user.username,
+        "model.train",
+        f"model:{template}:{manifest.version}",
+        after={"kind": manifest.kind, "source": body.source, "metrics": manifest.metrics},
+        source=source,
+    )
+    return _manifest_out(manifest)
+
+
+def _rows_table(rows: list[dict[str, float]], label: str | None) -> Any:
+    import numpy as np
+
+    from karkhana.maintenance.datasets import Table
+
+    if not rows:
+        raise InvalidPayload("rows: none given")
+    columns = [c for c in rows[0] if c != label]
+    x = np.array([[r.get(c, np.nan) for c in columns] for r in rows], dtype=np.float64)
+    y = None
+    if label is not None:
+        if any(label not in r for r in rows):
+            raise InvalidPayload(f"rows: every row needs the label {label!r}")
+        y = np.array([r[label] for r in rows], dtype=np.float64)
+    if not np.isfinite(np.nan_to_num(x, nan=0.0)).all() or (
+        y is not None and not np.isfinite(y).all()
+    ):
+        raise InvalidPayload("rows: values must be finite numbers")
+    return Table(tuple(columns), x, y)
+
+
+class RunIn(BaseModel):
+    unit: str = Field(min_length=1, max_length=200)
+    signals: list[list[float | None]] = Field(
+        min_length=1, max_length=100_000, description="cycles x signals, oldest first"
+    )
+
+
+class ScoreIn(BaseModel):
+    version: int | None = Field(default=None, ge=1, description="default: the newest")
+    runs: list[RunIn] | None = Field(default=None, max_length=10_000, description="rul models")
+    rows: list[dict[str, float]] | None = Field(
+        default=None, max_length=100_000, description="failure models: one object per row"
+    )
+
+
+@router.post("/models/{template}/score")
+async def score_model(
+    template: str, body: ScoreIn, rt: RuntimeDep, user: CurrentUser
+) -> list[dict[str, Any]]:
+    """Score data with a stored model: remaining life of each run at its last cycle, or the
+    failure probability of each row."""
+    import numpy as np
+
+    from karkhana.maintenance.rul import Run
+
+    registry: ModelRegistry = rt.models
+    manifest, model = await asyncio.to_thread(registry.load, template, body.version)
+    if manifest.kind == "rul":
+        if not body.runs:
+            raise InvalidPayload("runs: a remaining-life model scores runs")
+        runs = []
+        for r in body.runs:
+            x = np.array([[np.nan if v is None else v for v in row] for row in r.signals])
+            if x.ndim != 2 or (manifest.signals and x.shape[1] != len(manifest.signals)):
+                raise InvalidPayload(
+                    f"run {r.unit}: each cycle needs {len(manifest.signals)} values "
+                    f"({', '.join(manifest.signals)})"
+                )
+            if not np.isfinite(np.nan_to_num(x, nan=0.0)).all():
+                raise InvalidPayload(f"run {r.unit}: values must be finite numbers or null")
+            runs.append(Run(r.unit, x))
+        pred = await asyncio.to_thread(model.predict, runs)
+        return [
+            {
+                "unit": u,
+                "rul": round(float(a), 3),
+                "lower": round(float(lo), 3),
+                "upper": round(float(hi), 3),
+                "coverage": pred.coverage,
+            }
+            for u, a, lo, hi in zip(pred.units, pred.rul, pred.lower, pred.upper, strict=True)
+        ]
+    if not body.rows:
+        raise InvalidPayload("rows: a failure model scores rows")
+    table = _rows_table(body.rows, None)
+    missing = [c for c in manifest.signals if c not in table.columns]
+    if missing:
+        raise InvalidPayload(f"rows: missing columns {', '.join(missing)}")
+    proba = await asyncio.to_thread(model.predict_proba, table.x, table.columns)
+    return [
+        {
+            "row": i + 1,
+            "failure_probability": round(float(p), 4),
+            "failure": bool(p >= model.threshold),
+        }
+        for i, p in enumerate(proba)
+    ]

@@ -17,15 +17,17 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
 from karkhana.assets.model import Machine
 from karkhana.assets.service import AssetService
-from karkhana.assets.template import Condition, MachineTemplate
+from karkhana.assets.template import MachineTemplate
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
 from karkhana.core.errors import InvalidPayload, KarkhanaError, NotFound
 from karkhana.core.model import Point, Sample, Value
+from karkhana.maintenance.cycles import Cycle, CycleBuilder, operating_state
 from karkhana.maintenance.detector import Detector, MahalanobisDetector
 from karkhana.maintenance.health import (
     DAY_MS,
@@ -49,6 +51,8 @@ from karkhana.maintenance.model import (
     WorkOrderSource,
     WorkOrderStatus,
 )
+from karkhana.maintenance.prognosis import Prognosis, RulEstimate
+from karkhana.maintenance.registry import Manifest
 from karkhana.maintenance.workorders import HOUR_MS, check_transition, due, reliability
 from karkhana.security.audit import AuditLog
 from karkhana.store.base import Store
@@ -66,6 +70,8 @@ LEARN_MS = DAY_MS
 """Normal behaviour is learned from a machine's first day of running data (a daily cycle)."""
 HEALTH_TAU_MS = 15 * MINUTE_MS
 """Time constant of the smoothing of anomaly scores into the health index."""
+RUL_ORDER_HOURS = 48.0
+"""A predictive work order is raised when the predicted remaining life falls below two days."""
 CONFIRM_MS = HOUR_MS
 """The health index must stay below the alarm level this long before the alarm is raised."""
 
@@ -88,28 +94,6 @@ _SCHEDULE_COLUMNS = (
 
 
 # -- pure helpers -------------------------------------------------------------------------
-def _holds(cond: Condition, value: Value | None) -> bool:
-    if value is None:
-        return False
-    want = cond.value
-    if cond.op == "==":
-        return value == want
-    if cond.op == "!=":
-        return value != want
-    if isinstance(value, str) or isinstance(want, str):
-        return False
-    a, b = float(value), float(want)
-    return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[cond.op]
-
-
-def operating_state(template: MachineTemplate, values: Mapping[str, Value | None]) -> str | None:
-    """The first state rule of the template that holds (None: unknown)."""
-    for rule in template.state_rules:
-        if all(_holds(c, values.get(c.signal)) for c in rule.when):
-            return rule.state
-    return None
-
-
 UNMONITORED_CATEGORIES = frozenset({"energy", "environment"})
 """Meters, power sources and room sensors measure the plant, not a machine's condition."""
 
@@ -175,6 +159,9 @@ class _Watch:
     saved_learned: bool = False
     raised: HealthUpdate | None = None
     dirty: bool = False
+    cycles: CycleBuilder | None = None
+    completed: list[Cycle] = field(default_factory=list)
+    """Hourly cycles completed since they were last stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +202,7 @@ class MaintenanceService:
         confirm_ms: int = CONFIRM_MS,
         save_every_ms: int = 15 * MINUTE_MS,
         work_orders_on_alarm: bool = True,
+        prognosis: Prognosis | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -229,7 +217,8 @@ class MaintenanceService:
         self.confirm_ms = confirm_ms
         self.save_every_ms = save_every_ms
         self.work_orders_on_alarm = work_orders_on_alarm
-        self.rul_source: RulSource | None = None
+        self.prognosis = prognosis
+        self.rul_source: RulSource | None = prognosis.current if prognosis is not None else None
         self._watches: dict[str, _Watch] = {}
         self._lock = asyncio.Lock()
 
@@ -280,6 +269,12 @@ class MaintenanceService:
             last = await asyncio.to_thread(self._consume, watch, template, features, series)
             if last is not None:
                 await self._publish(watch, last)
+            if watch.completed and self.prognosis is not None:
+                completed, watch.completed = watch.completed, []
+                await self.prognosis.save_cycles(machine_id, completed)
+                estimate = await self.prognosis.update(machine_id, watch.device_id)
+                if estimate is not None and self.work_orders_on_alarm:
+                    await self._order_for_rul(estimate)
             await self._save(watch)
             return last
 
@@ -300,6 +295,10 @@ class MaintenanceService:
                 watch.run_ms += min(ts - watch.last_row_ts, self.stale_ms)
             watch.last_row_ts, watch.last_running = ts, running
             row = {k: _number(values.get(k)) for k in features}
+            if watch.cycles is not None:
+                cycle = watch.cycles.add(ts, row, running)
+                if cycle is not None:
+                    watch.completed.append(cycle)
             update = watch.monitor.update(ts, row, running)
             if update is not None:
                 last = update
@@ -342,6 +341,48 @@ class MaintenanceService:
             actor=SYSTEM_ACTOR,
         )
 
+    async def _order_for_rul(self, estimate: RulEstimate) -> None:
+        """A predictive work order when the predicted remaining life falls below
+        ``RUL_ORDER_HOURS`` (one open at a time per machine, with a health one)."""
+        if estimate.hours > RUL_ORDER_HOURS:
+            return
+        await self.order_from_rul(estimate, actor=SYSTEM_ACTOR, once=True)
+
+    async def order_from_rul(
+        self,
+        estimate: RulEstimate,
+        *,
+        actor: str,
+        once: bool = False,
+        source_address: str | None = None,
+    ) -> WorkOrder | None:
+        """Raise a predictive work order from a remaining-life estimate; with ``once``, not
+        when the machine already has an open predictive one (returns None then)."""
+        if once:
+            open_orders = await self.list_work_orders(
+                machine_id=estimate.machine_id, statuses=OPEN_STATUSES
+            )
+            if any(o.kind is WorkOrderKind.PREDICTIVE for o in open_orders):
+                return None
+        due = estimate.ts + round(estimate.hours * HOUR_MS)
+        priority = Priority.URGENT if estimate.hours <= 24 else Priority.HIGH
+        return await self.create_work_order(
+            estimate.machine_id,
+            f"Plan the repair: about {estimate.hours:.0f} h of life left",
+            kind=WorkOrderKind.PREDICTIVE,
+            source=WorkOrderSource.PREDICTION,
+            source_ref=f"rul:{estimate.template}:v{estimate.version}:{estimate.ts}",
+            priority=priority,
+            notes=(
+                f"Remaining-life model {estimate.template} v{estimate.version}: "
+                f"{estimate.hours:.0f} h ({estimate.lower:.0f}-{estimate.upper:.0f} h, "
+                f"{estimate.coverage:.0%} interval) from {_iso(estimate.ts)}; "
+                f"failure expected around {_iso(due)}."
+            ),
+            actor=actor,
+            source_address=source_address,
+        )
+
     async def _watch(self, machine: Machine, features: tuple[str, ...]) -> _Watch:
         watch = self._watches.get(machine.id)
         if watch is not None and watch.monitor.detector.signals == features:
@@ -378,7 +419,14 @@ class MaintenanceService:
             monitor = ConditionMonitor(
                 self.make_detector(features), learn_ms=self.learn_ms, tracker=tracker
             )
-        watch = _Watch(machine.id, device, monitor, last_ts=last_ts, run_ms=run_ms)
+        watch = _Watch(
+            machine.id,
+            device,
+            monitor,
+            last_ts=last_ts,
+            run_ms=run_ms,
+            cycles=CycleBuilder(features) if self.prognosis is not None else None,
+        )
         self._watches[machine.id] = watch
         return watch
 
@@ -413,6 +461,44 @@ class MaintenanceService:
 
         await self.db.execute_write_fn(write)
         watch.saved_ms, watch.dirty, watch.saved_learned = now, False, learned
+
+    # -- remaining life -----------------------------------------------------------------
+    async def _machines_of(self, template: str) -> list[str]:
+        return await self.db.execute_read_fn(
+            lambda c: [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM machines WHERE template = ? ORDER BY id", (template,)
+                )
+            ]
+        )
+
+    async def rul_backfill(self, template: str) -> int:
+        """Score the current life of every machine of ``template`` hour by hour with its newest
+        remaining-life model (after training); returns the estimates written."""
+        if self.prognosis is None:
+            return 0
+        written = 0
+        for machine_id in await self._machines_of(template):
+            try:
+                machine = await self.assets.get_machine(machine_id)
+            except NotFound:
+                continue
+            features = feature_signals(self.assets.template(template), machine)
+            if not features:
+                continue
+            device = next(s.device_id for s in machine.signals if s.name == features[0])
+            written += await self.prognosis.backfill(machine_id, device)
+        return written
+
+    async def train_rul(self, template: str, *, seed: int = 0, holdout: float = 0.2) -> Manifest:
+        """Train the template's next remaining-life model from its machines' recorded failures
+        and score their current lives with it."""
+        if self.prognosis is None:
+            raise InvalidPayload("remaining-life models are not enabled")
+        manifest = await self.prognosis.train(template, seed=seed, holdout=holdout)
+        await self.rul_backfill(template)
+        return manifest
 
     async def forget(self, machine_id: str) -> None:
         """Drop what was learned about a machine (after a repair: a new normal)."""
@@ -585,7 +671,10 @@ class MaintenanceService:
                 )
             return made
 
-        return await self.db.execute_write_fn(insert)
+        made = await self.db.execute_write_fn(insert)
+        if made.breakdown and self.prognosis is not None:
+            self.prognosis.forget(machine_id)  # a failure ends the life being scored
+        return made
 
     async def create_from_alarm(
         self, machine_id: str, alarm_ref: str, message: str, priority: Priority = Priority.HIGH
@@ -746,6 +835,8 @@ class MaintenanceService:
             return new
 
         updated = await self.db.execute_write_fn(update)
+        if self.prognosis is not None:
+            self.prognosis.forget(machine_id)
         if (
             updated.schedule_id is not None
             and updated.status is WorkOrderStatus.DONE
@@ -1000,6 +1091,10 @@ class MaintenanceService:
 
 
 # -- rows <-> values ----------------------------------------------------------------------
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _check_downtime(start: int | None, end: int | None) -> None:
     if end is not None and start is None:
         raise InvalidPayload("down_end_ms: needs down_start_ms")

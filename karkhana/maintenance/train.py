@@ -18,8 +18,10 @@ from karkhana.core import config
 from karkhana.core.errors import ConfigError, InvalidPayload
 
 if TYPE_CHECKING:
+    from karkhana.assets.template import MachineTemplate
     from karkhana.core.config import Settings
-    from karkhana.maintenance.registry import ModelRegistry
+    from karkhana.maintenance.datasets import Table
+    from karkhana.maintenance.registry import Manifest, ModelRegistry
     from karkhana.maintenance.rul import Run
 
 
@@ -28,13 +30,14 @@ def _list(value: str) -> list[str]:
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, help="data file (.txt, .txt.gz or .csv)")
+    p.add_argument("--data", type=Path, help="data file (.txt, .txt.gz or .csv)")
     p.add_argument(
         "--format",
-        choices=["csv", "cmapss", "ai4i"],
+        choices=["csv", "cmapss", "ai4i", "simulated"],
         default="csv",
         help="csv: columns unit, cycle, signals (rul) or a table with --label (failure); "
-        "cmapss: NASA C-MAPSS text file; ai4i: the AI4I 2020 table",
+        "cmapss: NASA C-MAPSS text file; ai4i: the AI4I 2020 table; simulated (rul, "
+        "power_loom): run-to-failure lives of the simulator's looms, hourly cycles",
     )
     p.add_argument(
         "--settings",
@@ -55,7 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--exclude", type=_list, default=[], metavar="COL,...", help="failure, csv: not inputs"
     )
-    t.add_argument("--cap", type=float, default=125.0, help="rul: cap of the life target")
+    t.add_argument(
+        "--cap",
+        type=float,
+        default=None,
+        help="rul: cap of the life target (default 125 cycles; simulated: 120 hours)",
+    )
+    t.add_argument("--lives", type=int, default=40, help="simulated: how many run-to-failure lives")
     t.add_argument(
         "--regimes",
         type=int,
@@ -83,9 +92,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_arguments(m, ("data_dir",))
 
 
+def simulated_runs(template: MachineTemplate, count: int, seed: int) -> list[Run]:
+    """Hourly-cycle lives of simulated looms that ran until their bearing failed, made the way
+    the maintenance service makes them from a machine's stored data."""
+    from karkhana.maintenance.cycles import CYCLE_MS, Life, cycles_of, template_features
+    from karkhana.maintenance.prognosis import life_run
+    from karkhana.sim.lifetimes import loom_lives
+
+    if template.id != "power_loom":
+        raise InvalidPayload("the simulator has run-to-failure lives of power_loom only")
+    signals = template_features(template)
+    runs = []
+    for life in loom_lives(count, seed, SIMULATED_START_MS):
+        cycles = cycles_of(template, life.readings(), signals)
+        end = life.failure_ms - life.failure_ms % CYCLE_MS
+        span = Life(life.device_id, life.start_ms - life.start_ms % CYCLE_MS, end, True)
+        runs.append(life_run(life.device_id, cycles, signals, span))
+    return runs
+
+
+SIMULATED_START_MS = 1_767_207_600_000
+"""2026-01-01 00:00 Pakistan time: when the simulated lives begin."""
+
+
+def _need_data(args: argparse.Namespace) -> Path:
+    if args.data is None:
+        raise InvalidPayload(f"--data names the {args.format} file to read")
+    path: Path = args.data
+    return path
+
+
 def _runs(args: argparse.Namespace) -> tuple[list[Run], list[str], list[str]]:
     from karkhana.maintenance import datasets
 
+    if args.format == "simulated":
+        raise InvalidPayload("simulated lives are for training; score a csv or cmapss file")
+    args.data = _need_data(args)
     if args.format == "cmapss":
         runs = datasets.load_cmapss_file(args.data)
         return runs, list(datasets.CMAPSS_SENSORS), list(datasets.CMAPSS_SETTINGS)
@@ -100,17 +142,20 @@ def _train_rul(args: argparse.Namespace, registry: ModelRegistry) -> str:
 
     from karkhana.maintenance.rul import RulModel, phm08_score, rmse, split_units, truncate
 
+    if args.format == "simulated":
+        return _train_simulated(args, registry)
     runs, signals, settings = _runs(args)
+    cap = 125.0 if args.cap is None else args.cap
 
     def model() -> RulModel:
-        return RulModel(cap=args.cap, regimes=args.regimes, seed=args.seed)
+        return RulModel(cap=cap, regimes=args.regimes, seed=args.seed)
 
     metrics: dict[str, float] = {}
     if args.holdout > 0 and len(runs) >= 5:
         train, held = split_units(runs, args.holdout, args.seed)
         cut, true = truncate(held, args.seed)
         pred = model().fit(train).predict(cut)
-        capped = np.minimum(true, args.cap)
+        capped = np.minimum(true, cap)
         metrics = {
             "holdout_units": float(len(held)),
             "holdout_rmse": rmse(pred.rul, capped),
@@ -139,6 +184,50 @@ def _train_rul(args: argparse.Namespace, registry: ModelRegistry) -> str:
     return _saved(manifest.template, manifest.version, metrics)
 
 
+def _train_simulated(args: argparse.Namespace, registry: ModelRegistry) -> str:
+    from karkhana.assets.template import load_templates
+
+    templates = load_templates()
+    if args.template not in templates:
+        raise InvalidPayload(f"no machine template {args.template}")
+    template = templates[args.template]
+    manifest = train_simulated(
+        registry,
+        template,
+        lives=args.lives,
+        seed=args.seed,
+        cap=args.cap,
+        holdout=args.holdout,
+    )
+    return _saved(manifest.template, manifest.version, manifest.metrics)
+
+
+def train_simulated(
+    registry: ModelRegistry,
+    template: MachineTemplate,
+    *,
+    lives: int = 40,
+    seed: int = 0,
+    cap: float | None = None,
+    holdout: float = 0.2,
+) -> Manifest:
+    """Train a template's remaining-life model on simulated lives and store it."""
+    from karkhana.maintenance.cycles import relative_names, template_features
+    from karkhana.maintenance.prognosis import CAP_HOURS, fit_lives
+
+    if lives < 2:
+        raise InvalidPayload("--lives must be at least 2")
+    runs = simulated_runs(template, lives, seed)
+    trained = fit_lives(runs, seed=seed, cap=CAP_HOURS if cap is None else cap, holdout=holdout)
+    return registry.save(
+        template.id,
+        trained.model,
+        metrics=trained.metrics,
+        data={"source": "simulator", "seed": seed, **trained.data},
+        signals=relative_names(template_features(template)),
+    )
+
+
 def _table(args: argparse.Namespace, label: str | None, *, labelled: bool) -> Any:
     from karkhana.maintenance import datasets
 
@@ -151,33 +240,56 @@ def _table(args: argparse.Namespace, label: str | None, *, labelled: bool) -> An
 
 
 def _train_failure(args: argparse.Namespace, registry: ModelRegistry) -> str:
+    if args.format == "csv" and not args.label:
+        raise InvalidPayload("--label names the 0/1 failure column of the CSV table")
+    table = _table(args, args.label, labelled=True)
+    manifest = train_failure(
+        registry,
+        args.template,
+        table,
+        seed=args.seed,
+        holdout=args.holdout,
+        ai4i=args.format == "ai4i",
+        data={"source": str(args.data), "format": args.format},
+    )
+    return _saved(manifest.template, manifest.version, manifest.metrics)
+
+
+def train_failure(
+    registry: ModelRegistry,
+    template: str,
+    table: Table,
+    *,
+    seed: int = 0,
+    holdout: float = 0.2,
+    ai4i: bool = False,
+    data: dict[str, Any] | None = None,
+) -> Manifest:
+    """Fit a failure classifier on a labelled table (held-out rows give the stored metrics)
+    and store it as the template's next version."""
     import numpy as np
     from sklearn.model_selection import train_test_split
 
     from karkhana.maintenance import datasets
     from karkhana.maintenance.failure import FailureModel, f1_score
 
-    if args.format == "csv" and not args.label:
-        raise InvalidPayload("--label names the 0/1 failure column of the CSV table")
-    table = _table(args, args.label, labelled=True)
-    assert table.y is not None
-    ai4i = args.format == "ai4i"
+    if table.y is None:
+        raise InvalidPayload("failure training needs a 0/1 label column")
+    labels = table.y > 0.5
+    if labels.sum() < 2 or (~labels).sum() < 2:
+        raise InvalidPayload("the label needs at least two failures and two non-failures")
 
     def model() -> FailureModel:
         return FailureModel(
             derived=datasets.AI4I_DERIVED if ai4i else (),
             categorical=(datasets.AI4I_TYPE,) if ai4i else (),
-            seed=args.seed,
+            seed=seed,
         )
 
-    labels = table.y > 0.5
     metrics: dict[str, float] = {}
-    if args.holdout > 0:
+    if holdout > 0 and labels.sum() >= 5:
         tr, te = train_test_split(
-            np.arange(labels.size),
-            test_size=args.holdout,
-            stratify=labels,
-            random_state=args.seed,
+            np.arange(labels.size), test_size=holdout, stratify=labels, random_state=seed
         )
         held = model().fit(table.x[tr], table.y[tr], table.columns)
         metrics = {
@@ -187,19 +299,13 @@ def _train_failure(args: argparse.Namespace, registry: ModelRegistry) -> str:
     final = model().fit(table.x, table.y, table.columns)
     metrics["cv_f1"] = final.cv_f1
     metrics["fit_seconds"] = final.fit_seconds
-    manifest = registry.save(
-        args.template,
+    return registry.save(
+        template,
         final,
         metrics=metrics,
-        data={
-            "source": str(args.data),
-            "format": args.format,
-            "rows": int(labels.size),
-            "failures": int(labels.sum()),
-        },
+        data={**(data or {}), "rows": int(labels.size), "failures": int(labels.sum())},
         signals=list(table.columns),
     )
-    return _saved(manifest.template, manifest.version, metrics)
 
 
 def _saved(template: str, version: int, metrics: dict[str, float]) -> str:

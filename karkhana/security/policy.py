@@ -182,6 +182,13 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("POST", "/api/v1/maintenance/machines/{machine_id}/schedules/{item_id}/done"): site(OP),
     ("DELETE", "/api/v1/maintenance/machines/{machine_id}/schedules/{item_id}"): site(C),
     ("POST", "/api/v1/maintenance/vibration/{device_id}"): DEVICE,
+    ("GET", "/api/v1/maintenance/machines/{machine_id}/rul"): site(R),
+    ("POST", "/api/v1/maintenance/machines/{machine_id}/rul/work-order"): site(OP),
+    # trained models belong to a machine template, not to a site
+    ("GET", "/api/v1/maintenance/models"): global_(R),
+    ("GET", "/api/v1/maintenance/models/{template}"): global_(R),
+    ("POST", "/api/v1/maintenance/models/{template}/train"): global_(C),
+    ("POST", "/api/v1/maintenance/models/{template}/score"): global_(R),
 }
 
 

@@ -289,6 +289,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notify_outbox_due ON notify_outbox (state, next_ms);
     """,
+    # maintenance: hourly running-time means of each machine's signals (remaining-life input)
+    """
+    CREATE TABLE condition_cycles (
+        machine_id TEXT NOT NULL REFERENCES machines (id) ON DELETE CASCADE,
+        start_ms INTEGER NOT NULL,
+        means TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        PRIMARY KEY (machine_id, start_ms)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

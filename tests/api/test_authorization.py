@@ -71,6 +71,7 @@ def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any
         "key:path": "bearing_temp_c",
         "signal": "bearing_temp_c",
         "template_id": "power_loom",
+        "template": "power_loom",
         "kind": "lines",
         "item_id": f"line-{target}",
         "username": f"staff-{target}",

@@ -60,6 +60,8 @@ def start_server(data_dir: Path, devices: int | None) -> tuple[subprocess.Popen[
             *(sys.executable, "-m", "karkhana", "demo", "--devices", str(devices)),
             # live data only: the tests watch what the live simulation does
             *("--history-days", "0"),
+            # no remaining-life model: without history there is nothing for it to score
+            *("--rul-lives", "0"),
         ],
         env=env,
         stdout=log,
