@@ -16,6 +16,7 @@ All functions are pure: series in, frozen values out.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -265,20 +266,47 @@ def _bridge(
 
 def _debounce(segments: Sequence[Segment[L]], min_ms: int) -> list[Segment[L]]:
     """A known run shorter than ``min_ms`` between two runs of one label (A, short B, A) is
-    flicker and becomes A. A short run between different states is kept: a grid cut followed
-    by the generator 40 s later is a real changeover, not flicker."""
-    out: list[Segment[L]] = []
-    for seg in _merge(segments):
-        if out and out[-1][2] == seg[2] and out[-1][1] == seg[0]:
-            out[-1] = (out[-1][0], seg[1], seg[2])
-        else:
-            out.append(seg)
-        while len(out) >= 3:
-            (a0, a1, a), (b0, b1, b), (c0, c1, c) = out[-3:]
-            if a is None or b is None or a != c or b1 - b0 >= min_ms or a1 != b0 or b1 != c0:
-                break
-            out[-3:] = [(a0, c1, a)]
-    return out
+    flicker and becomes A, the shortest such run first (in A, short B, short A, B the shorter
+    one is the flicker). A short run between different states is kept: a grid cut followed by
+    the generator 40 s later is a real changeover, not flicker."""
+    segs = _merge(segments)
+    start = [s for s, _, _ in segs]
+    end = [e for _, e, _ in segs]
+    label = [x for _, _, x in segs]
+    prev = list(range(-1, len(segs) - 1))
+    nxt = list(range(1, len(segs) + 1))
+    alive = [True] * len(segs)
+
+    def flicker(i: int) -> bool:
+        p, q = prev[i], nxt[i]
+        return (
+            alive[i]
+            and label[i] is not None
+            and end[i] - start[i] < min_ms
+            and p >= 0
+            and q < len(segs)
+            and label[p] is not None
+            and label[p] == label[q]
+            and end[p] == start[i]
+            and end[i] == start[q]
+        )
+
+    heap = [(end[i] - start[i], i) for i in range(len(segs)) if flicker(i)]
+    heapq.heapify(heap)
+    while heap:
+        length, i = heapq.heappop(heap)
+        if length != end[i] - start[i] or not flicker(i):
+            continue
+        p, q = prev[i], nxt[i]
+        end[p] = end[q]
+        alive[i] = alive[q] = False
+        nxt[p] = nxt[q]
+        if nxt[q] < len(segs):
+            prev[nxt[q]] = p
+        for j in (prev[p], p, nxt[p]):
+            if 0 <= j < len(segs) and flicker(j):
+                heapq.heappush(heap, (end[j] - start[j], j))
+    return [(start[i], end[i], label[i]) for i in range(len(segs)) if alive[i]]
 
 
 # ---------------------------------------------------------------- timelines
@@ -435,13 +463,21 @@ def classify_meter(
         var = np.maximum((c2[hi] - c2[lo]) / safe - mean * mean, 0.0)
         return count, mean, np.sqrt(var * safe / np.maximum(safe - 1.0, 1.0))
 
-    # the window behind and the window ahead of each sample; the steadier one decides, so that
-    # the grid is recognised from its first sample after a changeover
-    back = window(
-        np.maximum(np.searchsorted(v_ts, v_ts - sig.window_ms, "left"), run_start), here + 1
+    # the window behind and the window ahead of each sample. A window cut short by the start or
+    # end of the supply is used only when the other one is cut short too; of two whole windows
+    # the steadier decides, so that the grid is recognised from its first sample after a
+    # changeover and the generator from its first sample after a dead spell
+    back_lo = np.searchsorted(v_ts, v_ts - sig.window_ms, "left")
+    ahead_hi = np.searchsorted(v_ts, v_ts + sig.window_ms, "right")
+    back = window(np.maximum(back_lo, run_start), here + 1)
+    ahead = window(here, np.minimum(ahead_hi, run_end))
+    back_ok = (back[0] >= sig.min_samples) & (back_lo >= run_start)
+    ahead_ok = (ahead[0] >= sig.min_samples) & (ahead_hi <= run_end)
+    use_back = np.where(
+        back_ok & ahead_ok,
+        back[2] <= ahead[2],
+        np.where(back_ok | ahead_ok, back_ok, back[0] >= ahead[0]),
     )
-    ahead = window(here, np.minimum(np.searchsorted(v_ts, v_ts + sig.window_ms, "right"), run_end))
-    use_back = (back[0] >= sig.min_samples) & ((ahead[0] < sig.min_samples) | (back[2] <= ahead[2]))
     count = np.where(use_back, back[0], ahead[0])
     mean = np.where(use_back, back[1], ahead[1])
     std = np.where(use_back, back[2], ahead[2])

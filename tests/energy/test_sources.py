@@ -266,3 +266,13 @@ def test_fuel_from_tank_by_hand() -> None:
     assert fuel_from_tank(levels, 200.0) == pytest.approx(34.0)
     arr = np.array([[T0, 50.0], [T0 + MIN, 40.0]])
     assert fuel_from_tank(arr, 100.0) == pytest.approx(10.0)
+
+
+def test_the_shorter_of_two_short_runs_is_the_flicker() -> None:
+    # grid, cut for 40 s, back for 30 s, cut for good: the 30 s return is the flicker
+    series: list[tuple[int, Value]] = []
+    for t in range(T0, T0 + 3 * H + 1, 10 * S):
+        rel = t - T0
+        series.append((t, not (H <= rel < H + 40 * S or H + 70 * S <= rel < 2 * H)))
+    tl = source_timeline(grid_ok=series)
+    assert [(o.start_ms - T0, o.end_ms - T0) for o in tl.outages] == [(H, 2 * H)]
