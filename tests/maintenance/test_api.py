@@ -245,3 +245,111 @@ async def test_every_maintenance_route_x_role_x_site(
                 if (r.status_code not in (401, 403)) != expected:
                     failures.append(f"{role} {method} {url}: {r.status_code}")
     assert not failures, "\n".join(failures)
+
+
+async def test_models_are_trained_listed_and_scored_through_the_api(
+    admin: httpx.AsyncClient, mill: dict[str, str], runtime: Runtime
+) -> None:
+    assert (await admin.get(f"{BASE}/models")).json() == []
+    assert (await admin.get(f"{BASE}/models/power_loom")).status_code == 404
+    # no model yet: no remaining life
+    assert (await admin.get(f"{BASE}/machines/L-a/rul")).status_code == 404
+    assert (await admin.post(f"{BASE}/machines/L-a/rul/work-order")).status_code == 404
+    # recorded failures: none yet, a clear refusal
+    r = await admin.post(
+        f"{BASE}/models/power_loom/train", json={"kind": "rul", "source": "recorded"}
+    )
+    assert r.status_code == 400 and "at least 2 lives" in r.json()["detail"], r.text
+    r = await admin.post(
+        f"{BASE}/models/power_loom/train",
+        json={"kind": "rul", "source": "simulated", "lives": 4, "holdout": 0},
+    )
+    assert r.status_code == 201, r.text
+    manifest = r.json()
+    assert manifest["version"] == 1 and manifest["kind"] == "rul"
+    assert manifest["data"]["source"] == "simulator" and manifest["data"]["lives"] == 4
+    assert len(manifest["signals"]) == 8  # four loom signals, raw and relative
+    listed = (await admin.get(f"{BASE}/models")).json()
+    assert [(m["template"], m["version"]) for m in listed] == [("power_loom", 1)]
+    events = (await admin.get("/api/v1/audit", params={"action": "model.train"})).json()
+    assert events and events[0]["target"] == "model:power_loom:1"
+
+    # score two runs of hourly cycles: a healthy one and one with growing vibration
+    hours = 60
+    healthy = [[500.0, 6.0, 1.8, 45.0, 0.0, 0.0, 0.0, 0.0] for _ in range(hours)]
+    worn = [
+        [
+            500.0,
+            6.0 + 0.5 * (h / hours) ** 2,
+            1.8 + 9 * (h / hours) ** 2,
+            45 + 25 * (h / hours) ** 2,
+        ]
+        for h in range(hours)
+    ]
+    worn = [[*row, row[0] - 500, row[1] - 6.0, row[2] - 1.8, row[3] - 45] for row in worn]
+    r = await admin.post(
+        f"{BASE}/models/power_loom/score",
+        json={"runs": [{"unit": "ok", "signals": healthy}, {"unit": "worn", "signals": worn}]},
+    )
+    assert r.status_code == 200, r.text
+    ok, bad = r.json()
+    assert ok["unit"] == "ok" and bad["unit"] == "worn"
+    assert bad["rul"] < ok["rul"]
+    assert bad["lower"] <= bad["rul"] <= bad["upper"]
+    # wrong width, NaN-like values and no runs are refused
+    for body in (
+        {"runs": [{"unit": "x", "signals": [[1.0, 2.0]]}]},
+        {"rows": [{"a": 1.0}]},
+        {"version": 9, "runs": [{"unit": "x", "signals": healthy}]},
+    ):
+        r = await admin.post(f"{BASE}/models/power_loom/score", json=body)
+        assert r.status_code in (400, 404), (body, r.text)
+
+    # a failure classifier from labelled rows, then scored
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(200):
+        temp, load = float(rng.normal(60, 8)), float(rng.normal(50, 15))
+        rows.append({"temp_c": temp, "load_pct": load, "failed": float(temp + 0.3 * load > 82)})
+    r = await admin.post(
+        f"{BASE}/models/press/train",
+        json={"kind": "failure", "source": "table", "rows": rows, "label": "failed"},
+    )
+    assert r.status_code == 404  # no template "press"
+    r = await admin.post(
+        f"{BASE}/models/cnc_machine/train",
+        json={"kind": "failure", "source": "table", "rows": rows, "label": "failed"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "failure" and r.json()["data"]["rows"] == 200
+    r = await admin.post(
+        f"{BASE}/models/cnc_machine/score",
+        json={"rows": [{"temp_c": 95.0, "load_pct": 80.0}, {"temp_c": 50.0, "load_pct": 30.0}]},
+    )
+    assert r.status_code == 200, r.text
+    hot, cool = r.json()
+    assert hot["failure"] is True and cool["failure"] is False
+    r = await admin.post(f"{BASE}/models/cnc_machine/score", json={"rows": [{"temp_c": 95.0}]})
+    assert r.status_code == 400 and "load_pct" in r.text
+    # a kind and source that do not go together
+    r = await admin.post(
+        f"{BASE}/models/cnc_machine/train", json={"kind": "failure", "source": "recorded"}
+    )
+    assert r.status_code == 400
+
+
+async def test_a_viewer_may_not_train(
+    client: httpx.AsyncClient, admin: httpx.AsyncClient, mill: dict[str, str]
+) -> None:
+    r = await admin.post(
+        "/api/v1/users", json={"username": "vera", "password": "viewer-pass-123", "role": "viewer"}
+    )
+    assert r.status_code == 201, r.text
+    headers = await login(client, "vera", "viewer-pass-123")
+    r = await client.post(
+        f"{BASE}/models/power_loom/train",
+        json={"kind": "rul", "source": "simulated", "lives": 2},
+        headers=headers,
+    )
+    assert r.status_code == 403
+    assert (await client.get(f"{BASE}/models", headers=headers)).status_code == 200
