@@ -54,6 +54,9 @@ CAP_HOURS = 120.0
 WINDOW = WindowSpec(windows=(3, 6, 12, 24, 48), alphas=(0.1, 0.3), include_age=False)
 """Trailing windows in hours. No age feature: a machine's data may begin long after its last
 repair (when karkhana was installed), so its age in cycles is not known."""
+HORIZON = 0.9
+"""An estimate above this share of the cap reads "more than ..." (no sign of wear yet): near the
+cap the model says only that the machine looks like one far from failure."""
 MIN_FAILURES = 2
 
 
@@ -138,7 +141,8 @@ class RulEstimate:
             "upper": round(self.upper, 1),
             "coverage": self.coverage,
             "cap": self.cap,
-            "beyond_cap": self.hours >= self.cap - 0.5,
+            "horizon": round(HORIZON * self.cap, 1),
+            "beyond_cap": self.hours >= HORIZON * self.cap,
             "ts": self.ts,
             "failure_expected_ms": self.ts + round(self.hours * HOUR_MS),
             "model": f"{self.template} v{self.version}",

@@ -54,14 +54,14 @@ class Life:
 
 
 def loom_lives(count: int, seed: int, start_ms: int) -> list[Life]:
-    """``count`` lives with different seeds: healthy for 0.5 to 3 days, then a bearing defect
+    """``count`` lives with different seeds: healthy for 1 to 12 days, then a bearing defect
     that grows to failure over 3 to 5 days (the demo plant draws 3.5 to 4.5)."""
     if count < 1:
         raise ValueError("count must be at least 1")
     lives = []
     for i in range(count):
         rng = rng_for(seed, "lives", i)
-        onset = start_ms + int(rng.uniform(0.5, 3.0) * DAY_MS)
+        onset = start_ms + int(rng.uniform(1.0, 12.0) * DAY_MS)
         failure = onset + int(rng.uniform(3.0, 5.0) * DAY_MS)
         lives.append(Life(f"life-{i + 1:03d}", start_ms, onset, failure, seed * 1000 + i))
     return lives

@@ -26,8 +26,8 @@ REPAIR_MS = 8 * HOUR_MS
 
 
 def test_a_model_trained_on_simulated_lives_tracks_a_new_life() -> None:
-    runs = simulated_runs(LOOM, 10, seed=11)
-    train, held = runs[:8], runs[8:]
+    runs = simulated_runs(LOOM, 8, seed=11)
+    train, held = runs[:6], runs[6:]
     model = fit_lives(train, seed=0, holdout=0).model
     errors = []
     for run in held:

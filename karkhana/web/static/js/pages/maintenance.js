@@ -67,6 +67,7 @@ async function plantPage(el, first, ctx) {
         <b class="hi">${indexText(h)}</b>
         <dl><dt>${esc(t("mnt.state"))}</dt><dd class="status">${esc(statusName(h.alarm ? "alarm" : h.status))}</dd>
         ${h.contributions.length ? `<dt>${esc(t("mnt.top_signal"))}</dt><dd dir="auto">${esc(h.contributions[0].signal)}</dd>` : ""}
+        ${h.rul ? `<dt>${esc(t("mnt.rul"))}</dt><dd class="rul">${esc(rulText(h.rul))}</dd>` : ""}
         ${open.get(h.machine_id) ? `<dt>${esc(t("mnt.orders_open"))}</dt><dd>${open.get(h.machine_id)}</dd>` : ""}</dl></a>`).join("")
       || `<p class="hint">${esc(t("mnt.no_machines"))}</p>`;
     el.querySelector("#due").innerHTML = due.length ? `<table class="values"><tbody>${due.map((s) => `<tr data-schedule="${esc(s.id)}" data-due="${esc(s.due.status)}">
@@ -86,6 +87,11 @@ async function plantPage(el, first, ctx) {
   await load(first);
   const timer = setInterval(() => load().catch((e) => { el.querySelector("#health").innerHTML = errorBox(e); }), 30_000);
   return () => clearInterval(timer);
+}
+
+// Remaining life in words: "about 30 h", or "more than 120 h" at the model's horizon.
+function rulText(rul) {
+  return rul.beyond_cap ? t("mnt.rul_beyond", { n: num(rul.horizon, 0) }) : t("mnt.rul_value", { n: num(rul.rul, 0) });
 }
 
 // Intervals and what is left: two digits below 1 (0.25 days), else one.
@@ -123,6 +129,8 @@ async function machinePage(el, id, ctx) {
       <div class="toolbar"><span class="seg">${Object.keys(RANGES).map((r) => `<button type="button" data-range="${r}">${esc(t(`range.${r}`))}</button>`).join(" ")}</span></div>
       <p class="hint" id="hist-note"></p><p class="error" id="hist-error" role="alert"></p>
       <div class="chart" id="health-chart"></div></section>
+    <section class="panel" id="rul-panel"><h2>${esc(t("mnt.rul_title"))}</h2><div id="rul"></div>
+      <p id="rul-message" role="status"></p><div class="chart" id="rul-chart"></div></section>
     <section class="panel"><h2>${esc(t("mnt.signals"))}</h2><div id="signals"></div></section>
     <section class="panel"><h2>${esc(t("mnt.reliability"))}</h2><div class="kpis" id="reliability"></div>
       <p class="hint">${esc(t("mnt.reliability_hint"))}</p></section>
@@ -137,7 +145,7 @@ async function machinePage(el, id, ctx) {
 
   const showHealth = (h) => {
     const box = (value, label, extra = "") => `<div class="kpi" ${extra}><b>${value}</b><span>${esc(label)}</span></div>`;
-    const rul = h.rul && typeof h.rul.rul === "number" ? `${num(h.rul.rul, 0)}${h.rul.unit ? ` <small>${esc(h.rul.unit)}</small>` : ""}` : "–";
+    const rul = h.rul && typeof h.rul.rul === "number" ? (h.rul.beyond_cap ? `&gt; ${num(h.rul.horizon, 0)}` : num(h.rul.rul, 0)) + (h.rul.unit ? ` <small>${esc(h.rul.unit)}</small>` : "") : "–";
     el.querySelector("#mnt-kpis").innerHTML = [
       box(indexText(h), t("mnt.index"), `id="kpi-health" class="kpi hb-${esc(band(h))}" data-status="${esc(h.status)}"`),
       box(esc(statusName(h.alarm ? "alarm" : h.status)), t("mnt.state")),
@@ -152,6 +160,29 @@ async function machinePage(el, id, ctx) {
         <td class="share"><span class="bar-out"><span class="bar-in" style="inline-size:${Math.round(c.share * 100)}%"></span></span></td>
         <td class="v">${pct(c.share)}</td></tr>`).join("")}</tbody></table>`
         : `<p class="hint">${esc(t("mnt.signals_none"))}</p>`;
+    showRul(h.rul);
+  };
+  const showRul = (rul) => {
+    const box = el.querySelector("#rul");
+    el.querySelector("#rul-chart").hidden = !rul;
+    if (!rul) {
+      box.innerHTML = `<p class="hint">${esc(t("mnt.rul_none"))}</p>`;
+      return;
+    }
+    box.innerHTML = `<p class="rul-estimate" data-hours="${esc(rul.rul)}"><b>${esc(rulText(rul))}</b>
+      <span>${esc(t("mnt.rul_interval", { lo: num(rul.lower, 0), hi: num(rul.upper, 0), p: pct(rul.coverage) }))}</span></p>
+      ${rul.beyond_cap ? "" : `<p>${esc(t("mnt.rul_failure_at", { when: dateTime(rul.failure_expected_ms) }))}</p>`}
+      <p class="hint">${esc(t("mnt.rul_model", { model: rul.model, when: dateTime(rul.ts) }))}</p>
+      <button type="button" id="rul-order">${esc(t("mnt.rul_order"))}</button>`;
+    box.querySelector("#rul-order").addEventListener("click", async () => {
+      const m = el.querySelector("#rul-message");
+      try {
+        const wo = await post(`${path}/rul/work-order`, {});
+        m.className = "ok";
+        m.textContent = t("mnt.wo.raised", { title: wo.title });
+        await loadOrders();
+      } catch (e) { m.className = "error"; m.textContent = e.message; }
+    });
   };
   showHealth(health);
 
@@ -215,7 +246,23 @@ async function machinePage(el, id, ctx) {
     el.querySelector("#hist-error").textContent = "";
     el.querySelector("#hist-note").textContent = data.points.some((p) => p[1] !== null) ? "" : t("mnt.history_none");
   };
-  const redraw = () => showHistory().catch((e) => { el.querySelector("#hist-error").textContent = e.message; });
+  // remaining life history: the hourly estimates and their interval, also telemetry
+  const rulChart = device ? timeChart(el.querySelector("#rul-chart"), [t("mnt.rul_series"), t("mnt.rul_low"), t("mnt.rul_high")]) : null;
+  const showRulHistory = async () => {
+    if (!rulChart || !device) return;
+    const end = Date.now();
+    const start = end - RANGES[range];
+    const keys = ["rul_hours", "rul_low_hours", "rul_high_hours"];
+    const series = await Promise.all(keys.map((k) => get(`/api/v1/telemetry/${encodeURIComponent(device)}/${k}`, { start, end, points: HISTORY_POINTS })));
+    const xs = series[0].points.map((p) => p[0]);
+    const at = series.map((s) => new Map(s.points.map((p) => [p[0], p[1]])));
+    rulChart.setData(xs, ...at.map((m) => xs.map((x) => (m.has(x) ? m.get(x) : null))));
+    rulChart.plot.setScale("x", { min: start, max: end });
+  };
+  const redraw = () => Promise.all([
+    showHistory().catch((e) => { el.querySelector("#hist-error").textContent = e.message; }),
+    showRulHistory().catch(() => {}),
+  ]);
   el.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => { range = b.dataset.range; redraw(); }));
 
   await Promise.all([
@@ -227,5 +274,5 @@ async function machinePage(el, id, ctx) {
     get(`${path}/health`).then(showHealth).catch(() => {});
     redraw();
   }, 60_000);
-  return () => { clearInterval(timer); if (chart) chart.destroy(); };
+  return () => { clearInterval(timer); if (chart) chart.destroy(); if (rulChart) rulChart.destroy(); };
 }
