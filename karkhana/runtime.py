@@ -16,6 +16,9 @@ from karkhana.core.bus import Bus
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
 from karkhana.core.config import Settings
 from karkhana.core.errors import ConfigError, KarkhanaError
+from karkhana.energy.config import load_energy_config
+from karkhana.energy.service import EnergyService
+from karkhana.energy.tariff import load_tariffs
 from karkhana.ingest.broker import EmbeddedBroker
 from karkhana.ingest.mqtt import BrokerAddress, MqttListener
 from karkhana.ingest.service import Ingestor
@@ -72,6 +75,20 @@ class Runtime:
             self.db, self.store, self.bus, self.assets, clock, settings.data_dir
         )
         self.alarms = AlarmService(self.db, self.assets, self.audit, clock, store=self.store)
+        own_tariffs = settings.data_dir / "tariffs"
+        self.energy = EnergyService(
+            self.store,
+            self.assets,
+            self.production,
+            clock,
+            load_energy_config(
+                settings.data_dir,
+                tariff_id=settings.energy_tariff,
+                diesel_price_pkr_per_litre=settings.diesel_price_pkr_per_litre,
+                generator_kva=settings.generator_kva,
+            ),
+            load_tariffs(own_tariffs if own_tariffs.is_dir() else None),
+        )
         self.ingestor = Ingestor(
             self.store,
             self.devices,

@@ -27,6 +27,7 @@ from karkhana.api import (
     web,
 )
 from karkhana.api.deps import authorize
+from karkhana.energy import api as energy
 from karkhana.maintenance import api as maintenance
 from karkhana.production import api as production
 from karkhana.runtime import Runtime
@@ -47,6 +48,7 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
         alarms,
         production,
         maintenance,
+        energy,
         assets,
     )
 )

@@ -112,6 +112,8 @@ async def resource_site(request: Request, rt: Runtime, user: User) -> str | None
         return await rt.assets.site_of(kind, params["item_id"])
     if "username" in params:
         return one_site(user, (await rt.users.get(params["username"])).sites)
+    if "site_id" in params:
+        return await rt.assets.site_of("sites", params["site_id"])
     sites = await _body_sites(request)
     if sites:
         return one_site(user, sites)

@@ -157,6 +157,25 @@ SETTINGS: tuple[Setting, ...] = (
         " per-series cost of rollups under heavy load)",
     ),
     Setting("token_ttl_hours", int, 12, "lifetime of API tokens issued at login"),
+    Setting(
+        "energy_tariff",
+        str,
+        "nepra_b2b_tou_example",
+        "electricity tariff id of every site that <data_dir>/energy.toml does not give its own"
+        " (shipped files and <data_dir>/tariffs/*.toml; see docs/energy.md)",
+    ),
+    Setting(
+        "diesel_price_pkr_per_litre",
+        float,
+        285.0,
+        "diesel price for the generator's fuel cost, per litre in the tariff's currency",
+    ),
+    Setting(
+        "generator_kva",
+        float,
+        0.0,
+        "rating of the standby generator in kVA, for its diesel estimate (0 = none or unknown)",
+    ),
     Setting("log_level", str, "info", "debug, info, warning or error"),
 )
 
@@ -200,6 +219,9 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     writer_max_batch: int = 50_000
     token_ttl_hours: int = 12
+    energy_tariff: str = "nepra_b2b_tou_example"
+    diesel_price_pkr_per_litre: float = 285.0
+    generator_kva: float = 0.0
     log_level: str = "info"
 
     @property
@@ -219,7 +241,7 @@ def _convert(setting: Setting, raw: str, source: str) -> Any:
         raise ConfigError(
             f"{source}: expected {setting.type.__name__} for {setting.name}, got {raw!r}"
         ) from None
-    if setting.type is int and value < 0:
+    if setting.type in (int, float) and not value >= 0:
         raise ConfigError(f"{source}: {setting.name} must not be negative")
     if setting.name.endswith("_port") and not 0 <= value <= 65535:
         raise ConfigError(f"{source}: {setting.name} must be a port number (0-65535)")

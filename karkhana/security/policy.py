@@ -189,6 +189,17 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/api/v1/maintenance/models/{template}"): global_(R),
     ("POST", "/api/v1/maintenance/models/{template}/train"): global_(C),
     ("POST", "/api/v1/maintenance/models/{template}/score"): global_(R),
+    # energy (energy/api.py): every route names its site
+    ("GET", "/api/v1/energy/sites/{site_id}/summary"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/meters"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/series"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/outages"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/bill"): site(R),
+    ("POST", "/api/v1/energy/sites/{site_id}/bill/compare"): site(OP),
+    ("GET", "/api/v1/energy/sites/{site_id}/advice"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/intensity"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/report.csv"): site(R),
+    ("GET", "/api/v1/energy/sites/{site_id}/report.pdf"): site(R),
 }
 
 

@@ -64,6 +64,7 @@ _counter = itertools.count()
 def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any] | None]:
     """A concrete request for a route template aimed at the own or other site."""
     n = next(_counter)
+    site_of_target = SITES[target]
     values = {
         "device_id": f"dev-{target}",
         "machine_id": f"m-{target}",
@@ -81,6 +82,7 @@ def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any
         "stop_id": "1",
         "channel_id": "channel-1",
         "recipient_id": "recipient-1",
+        "site_id": site_of_target,
     }
     url = re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], path)
     site = SITES[target]
@@ -105,6 +107,7 @@ def request_for(method: str, path: str, target: str) -> tuple[str, dict[str, Any
         "/api/v1/users/{username}/sites": {"sites": [site]},
         "/api/v1/users/{username}/password": {"password": PASSWORD},
         "/api/v1/tokens": {"name": f"token-{n}", "scopes": ["read"]},
+        "/api/v1/energy/sites/{site_id}/bill/compare": {"month": "2026-01", "actual_total": 1.0},
     }
     return url, bodies.get(path) if method in ("POST", "PUT") else None
 

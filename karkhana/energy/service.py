@@ -1,0 +1,994 @@
+"""Energy management over stored telemetry: what each meter used and cost, the bill, the power
+supply and its outages, the generator's diesel, idle energy and advice.
+
+The service reads the store and hands numbers to the pure modules (`meter`, `billing`,
+`sources`, `waste`, `advice`, `intensity`). Meter energy comes from the rollups: the last
+reading of the ``energy_kwh`` counter in each 15-minute, 30-minute or hourly bucket (served from
+the 1-minute and 1-hour rollups), so a month of one meter is a few thousand rows whatever the
+sampling rate. Machines' own power is read raw over short ranges and as 1-minute averages over
+long ones.
+
+Which machines are meters: those whose template has the category ``energy`` (the three-phase
+meter), apart from the changeover panel (``power_source``), whose signals give the supply. The
+meter hierarchy is in :mod:`karkhana.energy.config`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from karkhana.assets.service import AssetService
+from karkhana.core.clock import Clock
+from karkhana.core.errors import ConfigError, InvalidPayload, NotFound
+from karkhana.core.model import Value
+from karkhana.energy import advice as advice_mod
+from karkhana.energy.billing import (
+    billing_period,
+    compare,
+    day_edges,
+    demand,
+    estimate_bill,
+    maximum_demand,
+    period_costs,
+)
+from karkhana.energy.config import EnergyConfig, MeterRole, SiteEnergyConfig, meter_roles
+from karkhana.energy.intensity import intensity as intensity_of
+from karkhana.energy.meter import counter_energy, imbalance, unmetered
+from karkhana.energy.model import (
+    Bill,
+    BillComparison,
+    Floats,
+    IntervalSeries,
+    PeriodCost,
+    Tariff,
+)
+from karkhana.energy.sources import (
+    FuelCurve,
+    GeneratorUse,
+    Outage,
+    SourceTimeline,
+    generator_use,
+    source_timeline,
+)
+from karkhana.energy.tariff import at_local, local_date, peak_spans
+from karkhana.energy.waste import (
+    AirLeakEvidence,
+    IdleEnergy,
+    WindowEnergy,
+    air_leak,
+    idle_energy,
+    peak_demand,
+    quiet_windows,
+)
+from karkhana.production.downtime import POWER_OUTAGE
+from karkhana.production.service import ProductionService
+from karkhana.store.base import Agg, Store
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+PANEL_TEMPLATE = "power_source"
+METER_CATEGORY = "energy"
+COMPRESSOR_TEMPLATE = "air_compressor"
+KW_PER_AMP = math.sqrt(3) * 0.4 * 0.85
+"""kW per ampere of a three-phase 400 V motor at power factor 0.85: an estimate of a machine's
+power from its motor current where it reports no power of its own."""
+RAW_LIMIT_MS = 3 * DAY_MS
+"""Machines' power and the panel's signals are read raw up to this range, as 1-minute
+aggregates beyond it."""
+FINE_LIMIT_MS = 7 * DAY_MS
+"""Meters are read in 15-minute buckets up to this range, hourly beyond it."""
+LIVE_MS = 10 * MINUTE_MS
+"""A meter's latest reading counts as "now" when it is at most this old."""
+MAX_RANGE_MS = 400 * DAY_MS
+
+Binding = tuple[str, str]
+Series = list[tuple[int, Value]]
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRef:
+    id: str
+    name: str
+    template: str
+    category: str
+    bindings: Mapping[str, Binding]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One site as the energy service sees it."""
+
+    id: str
+    name: str
+    tz: ZoneInfo
+    config: SiteEnergyConfig
+    tariff: Tariff
+    meters: tuple[MeterRole, ...]
+    machines: Mapping[str, MachineRef]
+    panels: tuple[MachineRef, ...]
+
+    @property
+    def main_meters(self) -> list[MeterRole]:
+        return [m for m in self.meters if m.role == "main"]
+
+    def subs_of(self, machine_id: str) -> list[MeterRole]:
+        return [m for m in self.meters if m.parent == machine_id]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Grid:
+    """kWh per bucket of one meter on a regular grid of ``step_ms`` from ``t0``; NaN where the
+    data says nothing. The last bucket ends at the range's end when that is earlier."""
+
+    t0: int
+    step_ms: int
+    end_ms: int
+    kwh: Floats
+
+    @property
+    def starts(self) -> npt.NDArray[np.int64]:
+        return self.t0 + self.step_ms * np.arange(self.kwh.size, dtype=np.int64)
+
+    def series(self) -> IntervalSeries:
+        starts = self.starts
+        ends = np.minimum(starts + self.step_ms, self.end_ms)
+        keep = np.isfinite(self.kwh) & (ends > starts)
+        return IntervalSeries(starts[keep], ends[keep], self.kwh[keep])
+
+    @classmethod
+    def total_of(cls, grids: Sequence[Grid]) -> Grid:
+        """The sum of meters on the same grid (NaN only where every meter is missing)."""
+        stack = np.vstack([g.kwh for g in grids])
+        has = np.isfinite(stack).any(axis=0)
+        total = np.where(has, np.nansum(stack, axis=0), np.nan)
+        first = grids[0]
+        return cls(first.t0, first.step_ms, first.end_ms, total)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    """One meter over a range: its energy grid and power factor."""
+
+    role: MeterRole
+    grid: Grid
+    power_factor: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Supply:
+    """The panel's timeline over a range (None without panel data), clipped to the range."""
+
+    timeline: SourceTimeline | None
+    start_ms: int
+    end_ms: int
+
+    def hours_by_source(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        covered = 0
+        if self.timeline is not None:
+            for s in self.timeline.spans:
+                a, b = max(s.start_ms, self.start_ms), min(s.end_ms, self.end_ms)
+                if b > a:
+                    out[s.source] = out.get(s.source, 0.0) + (b - a) / HOUR_MS
+                    covered += b - a
+        rest = self.end_ms - self.start_ms - covered
+        if rest > 0:
+            out["unknown"] = out.get("unknown", 0.0) + rest / HOUR_MS
+        return out
+
+    def outages(self) -> list[Outage]:
+        if self.timeline is None:
+            return []
+        return [
+            o
+            for o in self.timeline.outages
+            if o.start_ms < self.end_ms and (o.end_ms > self.start_ms or o.open)
+        ]
+
+    def generator_runs(self) -> list[tuple[int, int]]:
+        if self.timeline is None:
+            return []
+        out = []
+        for s, e in self.timeline.generator_runs:
+            a, b = max(s, self.start_ms), min(e, self.end_ms)
+            if b > a:
+                out.append((a, b))
+        return out
+
+    def source_at(self, start: int, end: int) -> str:
+        """The source that fed most of ``[start, end)``."""
+        if self.timeline is None:
+            return "unknown"
+        best, best_ms = "unknown", 0
+        share: dict[str, int] = {}
+        for s in self.timeline.spans:
+            a, b = max(s.start_ms, start), min(s.end_ms, end)
+            if b > a:
+                share[s.source] = share.get(s.source, 0) + b - a
+        for src, ms in share.items():
+            if ms > best_ms:
+                best, best_ms = src, ms
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class IdleMachine:
+    machine_id: str
+    name: str
+    idle: IdleEnergy
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Everything the summary route shows, as values (the API turns it into JSON)."""
+
+    site: Site
+    start_ms: int
+    end_ms: int
+    energy: IntervalSeries
+    cost: PeriodCost
+    demand_kw_max: float
+    demand_max_at_ms: int | None
+    power_factor: float | None
+    supply: Supply
+    generator: GeneratorUse | None
+    generator_run_ms: int
+    idle: list[IdleMachine]
+    idle_rate: float
+    unmetered_kwh: float | None
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdviceItem:
+    advice: advice_mod.Advice
+    subject_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MonthData:
+    """What the monthly report shows."""
+
+    site: Site
+    month: str
+    bill: Bill
+    days: list[PeriodCost]
+    summary: Summary
+    advice: list[AdviceItem] = field(default_factory=list)
+
+
+def _floor(t: int, step: int) -> int:
+    return t - t % step
+
+
+def _ceil(t: int, step: int) -> int:
+    return -((-t) // step) * step
+
+
+def parse_month(month: str) -> tuple[int, int]:
+    """``YYYY-MM`` as (year, month)."""
+    text = month.strip()
+    if len(text) != 7 or text[4] != "-" or not (text[:4] + text[5:]).isdigit():
+        raise InvalidPayload(f"month: expected YYYY-MM, got {month[:20]!r}")
+    year, mon = int(text[:4]), int(text[5:])
+    if not 1 <= mon <= 12 or not 2000 <= year <= 2100:
+        raise InvalidPayload(f"month: {month!r} is not a month between 2000 and 2100")
+    return year, mon
+
+
+class EnergyService:
+    def __init__(
+        self,
+        store: Store,
+        assets: AssetService,
+        production: ProductionService,
+        clock: Clock,
+        config: EnergyConfig,
+        tariffs: Mapping[str, Tariff],
+    ) -> None:
+        self.store = store
+        self.assets = assets
+        self.production = production
+        self.clock = clock
+        self.config = config
+        self.tariffs = dict(tariffs)
+        for site_id, cfg in [("(default)", config.defaults), *config.sites.items()]:
+            if cfg.tariff_id not in self.tariffs:
+                raise ConfigError(
+                    f"energy: site {site_id} names tariff {cfg.tariff_id!r}, which is not one of"
+                    f" {', '.join(sorted(self.tariffs))}"
+                )
+
+    # -- the site -------------------------------------------------------------------------
+    async def site(self, site_id: str) -> Site:
+        tree = await self.assets.tree(frozenset({site_id}))
+        if not tree:
+            raise NotFound(f"no site {site_id}")
+        node = tree[0]
+        cfg = self.config.site(site_id)
+        try:
+            tz = ZoneInfo(node["timezone"])
+        except (KeyError, ValueError):
+            tz = ZoneInfo("Asia/Karachi")
+        machines: dict[str, MachineRef] = {}
+        for area in node["areas"]:
+            for line in area["lines"]:
+                for m in line["machines"]:
+                    template = self.assets.templates.get(m["template"])
+                    full = await self.assets.get_machine(m["id"])
+                    machines[m["id"]] = MachineRef(
+                        m["id"],
+                        m["name"],
+                        m["template"],
+                        template.category if template else "",
+                        {s.name: (s.device_id, s.key) for s in full.signals},
+                    )
+        panels = tuple(m for m in machines.values() if m.template == PANEL_TEMPLATE)
+        meters = [
+            (m.id, m.name)
+            for m in machines.values()
+            if m.category == METER_CATEGORY and m.template != PANEL_TEMPLATE
+        ]
+        return Site(
+            site_id,
+            node["name"],
+            tz,
+            cfg,
+            self.tariffs[cfg.tariff_id],
+            tuple(meter_roles(sorted(meters), cfg)),
+            machines,
+            panels,
+        )
+
+    def check_range(self, start: int, end: int) -> None:
+        if start >= end:
+            raise InvalidPayload("start: must be before end")
+        if end - start > MAX_RANGE_MS:
+            raise InvalidPayload("end: a range may span at most 400 days")
+
+    def today(self, site: Site) -> tuple[int, int]:
+        now = self.clock.now_ms()
+        return at_local(local_date(now, site.tz), 0, site.tz), now
+
+    def month_range(self, site: Site, month: str | None) -> tuple[str, int, int]:
+        """The billing month named ``YYYY-MM`` (default: the current one)."""
+        day = site.config.reading_day
+        if month in (None, ""):
+            start, end = billing_period(self.clock.now_ms(), site.tz, day)
+        else:
+            year, mon = parse_month(month)
+            start, end = billing_period(at_local(date(year, mon, day), 0, site.tz), site.tz, day)
+        first = local_date(start, site.tz)
+        return f"{first.year:04d}-{first.month:02d}", start, end
+
+    # -- meters ---------------------------------------------------------------------------
+    async def meter_grid(self, m: MachineRef, start: int, end: int, step: int) -> Grid:
+        """kWh per ``step`` bucket of one meter, from its counter's last reading per bucket (the
+        rollups), or from its average power where it has no counter."""
+        t0 = _floor(start, step)
+        n = max(1, (_ceil(end, step) - t0) // step)
+        kwh = np.full(n, np.nan)
+        counter = m.bindings.get("energy_kwh")
+        if counter is not None:
+            points = await self.store.query(
+                counter[0], counter[1], t0 - step, t0 + n * step, bucket=step, agg=Agg.LAST
+            )
+            nums = [(p.ts, float(p.value)) for p in points if isinstance(p.value, int | float)]
+            if len(nums) >= 2:
+                got = counter_energy(
+                    [t + step for t, _ in nums], [v for _, v in nums], max_gap_ms=step
+                )
+                idx = (got.series.start_ms - t0) // step
+                ok = (idx >= 0) & (idx < n)
+                kwh[idx[ok]] = got.series.values[ok]
+            return Grid(t0, step, end, kwh)
+        power = m.bindings.get("power_kw")
+        if power is not None:
+            for p in await self.store.query(
+                power[0], power[1], t0, t0 + n * step, bucket=step, agg=Agg.AVG
+            ):
+                if isinstance(p.value, int | float):
+                    kwh[(p.ts - t0) // step] = float(p.value) * step / HOUR_MS
+        return Grid(t0, step, end, kwh)
+
+    async def _power_factor(self, m: MachineRef, grid: Grid) -> float | None:
+        """Energy-weighted mean of the meter's power factor per bucket."""
+        b = m.bindings.get("power_factor")
+        if b is None:
+            return None
+        pf = np.full(grid.kwh.size, np.nan)
+        for p in await self.store.query(
+            b[0], b[1], grid.t0, grid.t0 + grid.kwh.size * grid.step_ms, grid.step_ms, Agg.AVG
+        ):
+            if isinstance(p.value, int | float):
+                pf[(p.ts - grid.t0) // grid.step_ms] = float(p.value)
+        ok = np.isfinite(pf) & np.isfinite(grid.kwh) & (pf > 0) & (pf <= 1)
+        weight = float(grid.kwh[ok].sum())
+        if weight <= 0:
+            return None
+        return float((grid.kwh[ok] * pf[ok]).sum() / weight)
+
+    async def read_meters(
+        self, site: Site, start: int, end: int, step: int | None = None
+    ) -> list[MeterReading]:
+        step = step or (15 * MINUTE_MS if end - start <= FINE_LIMIT_MS else HOUR_MS)
+        out = []
+        for role in site.meters:
+            m = site.machines[role.machine_id]
+            grid = await self.meter_grid(m, start, end, step)
+            out.append(MeterReading(role, grid, await self._power_factor(m, grid)))
+        return out
+
+    @staticmethod
+    def site_grid(readings: Sequence[MeterReading]) -> Grid | None:
+        mains = [r.grid for r in readings if r.role.role == "main"]
+        return Grid.total_of(mains) if mains else None
+
+    @staticmethod
+    def unmetered_grid(readings: Sequence[MeterReading], main_id: str) -> Grid | None:
+        main = next((r for r in readings if r.role.machine_id == main_id), None)
+        subs = [r.grid.kwh for r in readings if r.role.parent == main_id]
+        if main is None or not subs:
+            return None
+        rest = unmetered(main.grid.kwh, np.vstack(subs))
+        g = main.grid
+        return Grid(g.t0, g.step_ms, g.end_ms, rest.kwh)
+
+    # -- the supply -----------------------------------------------------------------------
+    async def _signal(self, binding: Binding, start: int, end: int) -> Series:
+        points = await self.store.query(binding[0], binding[1], start, end)
+        return [(p.ts, p.value) for p in points if p.value is not None]
+
+    async def _signal_minutes(self, binding: Binding, start: int, end: int, agg: Agg) -> Series:
+        points = await self.store.query(binding[0], binding[1], start, end, MINUTE_MS, agg)
+        return [(p.ts, p.value) for p in points if p.value is not None]
+
+    async def supply(self, site: Site, start: int, end: int) -> Supply:
+        """The panel's timeline; from raw samples over short ranges, else from 1-minute
+        aggregates (grid out for the whole minute if it was out at any time in it)."""
+        if not site.panels:
+            return Supply(None, start, end)
+        panel = site.panels[0]
+        lead = start - 30 * MINUTE_MS
+        raw = end - start <= RAW_LIMIT_MS
+        signals: dict[str, Series] = {}
+        for name, agg in (("grid_ok", Agg.MIN), ("generator_running", Agg.MAX)):
+            b = panel.bindings.get(name)
+            if b is not None:
+                signals[name] = (
+                    await self._signal(b, lead, end)
+                    if raw
+                    else await self._signal_minutes(b, lead, end, agg)
+                )
+        if not any(signals.values()) and "source" in panel.bindings:
+            signals["source"] = await self._signal(panel.bindings["source"], lead, end)
+        if not any(signals.values()):
+            return Supply(None, start, end)
+        last = max(s[-1][0] for s in signals.values() if s)
+        timeline = source_timeline(
+            source=signals.get("source"),
+            grid_ok=signals.get("grid_ok"),
+            generator_running=signals.get("generator_running"),
+            until_ms=max(last, min(end, self.clock.now_ms())),
+        )
+        return Supply(timeline, start, end)
+
+    async def _power_of(
+        self, m: MachineRef, start: int, end: int, *, minutes: bool | None = None
+    ) -> Series | None:
+        """A machine's power in kW: its ``power_kw``, or estimated from ``motor_current_a``."""
+        use_minutes = end - start > RAW_LIMIT_MS if minutes is None else minutes
+        for name, scale in (("power_kw", 1.0), ("motor_current_a", KW_PER_AMP)):
+            b = m.bindings.get(name)
+            if b is None:
+                continue
+            series = (
+                await self._signal_minutes(b, start, end, Agg.AVG)
+                if use_minutes
+                else await self._signal(b, start, end)
+            )
+            return [(t, float(v) * scale) for t, v in series if isinstance(v, int | float)]
+        return None
+
+    async def generator(
+        self, site: Site, supply: Supply, main_power: Series | None
+    ) -> GeneratorUse | None:
+        runs = supply.generator_runs()
+        kva = site.config.generator_kva
+        if kva is None or not runs:
+            return None
+        return generator_use(
+            runs,
+            FuelCurve.typical(kva),
+            site.config.diesel_price_pkr_per_litre,
+            load_kw=main_power or None,
+        )
+
+    # -- idle energy ----------------------------------------------------------------------
+    def _consumers(self, site: Site) -> list[MachineRef]:
+        return [
+            m
+            for m in site.machines.values()
+            if m.category != METER_CATEGORY
+            and ("power_kw" in m.bindings or "motor_current_a" in m.bindings)
+        ]
+
+    async def _intervals(
+        self, ids: Sequence[str], start: int, end: int
+    ) -> dict[str, list[tuple[int, int, str]]]:
+        got = await self.production.intervals(ids, start, end)
+        return {
+            mid: [
+                (max(iv.start_ms, start), min(iv.end_ms, end), str(iv.state))
+                for _, iv in rows
+                if min(iv.end_ms, end) > max(iv.start_ms, start)
+            ]
+            for mid, rows in got.items()
+        }
+
+    async def idle(self, site: Site, start: int, end: int, rate: float) -> list[IdleMachine]:
+        machines = self._consumers(site)
+        intervals = await self._intervals([m.id for m in machines], start, end)
+        out = []
+        for m in machines:
+            ivs = intervals.get(m.id) or []
+            if not ivs:
+                continue
+            power = await self._power_of(m, start, end)
+            if not power:
+                continue
+            got = idle_energy(ivs, power_kw=power, rate_pkr_per_kwh=rate)
+            if got.hours > 0:
+                out.append(IdleMachine(m.id, m.name, got))
+        out.sort(key=lambda x: (-x.idle.kwh, x.machine_id))
+        return out
+
+    @staticmethod
+    def average_rate(tariff: Tariff, cost: PeriodCost | None) -> float:
+        """PKR per kWh of the energy actually used, or the off-peak (flat) rate without data."""
+        if cost is not None and cost.kwh > 0:
+            return cost.amount / cost.kwh
+        adj = sum(a.per_kwh for a in tariff.adjustments)
+        base = tariff.flat_rate if tariff.flat_rate is not None else tariff.off_peak_rate
+        return (base or 0.0) + adj
+
+    # -- answers --------------------------------------------------------------------------
+    async def summary(self, site: Site, start: int, end: int) -> Summary:
+        self.check_range(start, end)
+        readings = await self.read_meters(site, start, end)
+        grid = self.site_grid(readings)
+        energy = grid.series() if grid is not None else IntervalSeries.empty()
+        cost = period_costs(site.tariff, energy, [start, end], site.tz)[0]
+        interval = site.tariff.demand.interval_min if site.tariff.demand else 30
+        kw_max, kw_at = maximum_demand(energy, start, end, site.tz, interval)
+        mains = [r for r in readings if r.role.role == "main"]
+        pf_weight = sum(r.grid.series().split([start, end])[0] for r in mains if r.power_factor)
+        pf = (
+            sum(
+                r.grid.series().split([start, end])[0] * (r.power_factor or 0.0)
+                for r in mains
+                if r.power_factor
+            )
+            / pf_weight
+            if pf_weight > 0
+            else None
+        )
+        supply = await self.supply(site, start, end)
+        main_power = None
+        if mains:
+            main_power = await self._power_of(site.machines[mains[0].role.machine_id], start, end)
+        gen = await self.generator(site, supply, main_power)
+        rate = self.average_rate(site.tariff, cost)
+        idle = await self.idle(site, start, end, rate)
+        unmetered_kwh = None
+        if len(mains) == 1:
+            rest = self.unmetered_grid(readings, mains[0].role.machine_id)
+            if rest is not None:
+                unmetered_kwh = float(rest.series().split([start, end])[0])
+        coverage = float(energy.covered_ms([start, end])[0]) / (end - start) if len(energy) else 0.0
+        return Summary(
+            site=site,
+            start_ms=start,
+            end_ms=end,
+            energy=energy,
+            cost=cost,
+            demand_kw_max=kw_max,
+            demand_max_at_ms=kw_at,
+            power_factor=pf,
+            supply=supply,
+            generator=gen,
+            generator_run_ms=sum(b - a for a, b in supply.generator_runs()),
+            idle=idle,
+            idle_rate=rate,
+            unmetered_kwh=unmetered_kwh,
+            coverage=min(1.0, coverage),
+        )
+
+    async def meters(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
+        self.check_range(start, end)
+        readings = await self.read_meters(site, start, end)
+        now = self.clock.now_ms()
+        rows: list[dict[str, Any]] = []
+        for r in readings:
+            m = site.machines[r.role.machine_id]
+            rows.append(
+                {
+                    "machine_id": m.id,
+                    "name": m.name,
+                    "role": r.role.role,
+                    "parent": r.role.parent,
+                    **self._energy_cost(site, r.grid.series(), start, end),
+                    **(await self._live(m, now)),
+                    "power_factor": r.power_factor,
+                }
+            )
+        for main in [r for r in readings if r.role.role == "main"]:
+            rest = self.unmetered_grid(readings, main.role.machine_id)
+            if rest is None:
+                continue
+            series = rest.series()
+            rows.append(
+                {
+                    "machine_id": None,
+                    "name": "unmetered",
+                    "role": "unmetered",
+                    "parent": main.role.machine_id,
+                    **self._energy_cost(site, series, start, end),
+                    "kw_now": None,
+                    "power_factor": None,
+                    "voltage_imbalance_pct": None,
+                    "current_imbalance_pct": None,
+                }
+            )
+        return rows
+
+    def _energy_cost(
+        self, site: Site, series: IntervalSeries, start: int, end: int
+    ) -> dict[str, Any]:
+        c = period_costs(site.tariff, series, [start, end], site.tz)[0]
+        return {"kwh": c.kwh, "cost": c.amount, "coverage": c.coverage}
+
+    async def _live(self, m: MachineRef, now: int) -> dict[str, Any]:
+        """Latest power and phase imbalance, when the meter reported recently."""
+        values: dict[str, float] = {}
+        devices = {b[0] for b in m.bindings.values()}
+        for device in devices:
+            for latest in await self.store.latest(device):
+                if now - latest.ts <= LIVE_MS and isinstance(latest.value, int | float):
+                    for name, b in m.bindings.items():
+                        if b == (device, latest.key):
+                            values[name] = float(latest.value)
+
+        def phases(prefix: str, unit: str) -> float | None:
+            keys = [f"{prefix}_l{i}_{unit}" for i in (1, 2, 3)]
+            if not all(k in values for k in keys):
+                return None
+            got = float(imbalance([values[k] for k in keys]))
+            return None if math.isnan(got) else got
+
+        return {
+            "kw_now": values.get("power_kw"),
+            "voltage_imbalance_pct": phases("voltage", "v"),
+            "current_imbalance_pct": phases("current", "a"),
+        }
+
+    async def series(self, site: Site, start: int, end: int, bucket: str) -> list[dict[str, Any]]:
+        self.check_range(start, end)
+        if bucket not in ("hour", "day"):
+            raise InvalidPayload("bucket: expected hour or day")
+        if bucket == "hour":
+            days = day_edges(start, end, site.tz)
+            grid = np.arange(int(days[0]), int(days[-1]) + 1, HOUR_MS, dtype=np.int64)
+        else:
+            grid = day_edges(start, end, site.tz)
+        inner = grid[(grid > start) & (grid < end)]
+        edges = np.concatenate(([start], inner, [end])).astype(np.int64)
+        readings = await self.read_meters(site, start, end)
+        site_grid = self.site_grid(readings)
+        energy = site_grid.series() if site_grid is not None else IntervalSeries.empty()
+        costs = period_costs(site.tariff, energy, edges, site.tz)
+        interval = site.tariff.demand.interval_min if site.tariff.demand else 30
+        kw = demand(energy, start, end, site.tz, interval)
+        supply = await self.supply(site, start, end)
+        peaks = peak_spans(site.tariff, start, end, site.tz)
+        rows = []
+        for c in costs:
+            inside = (kw.start_ms >= c.start_ms) & (kw.start_ms < c.end_ms)
+            rows.append(
+                {
+                    "ts": c.start_ms,
+                    "end_ms": c.end_ms,
+                    "kwh": c.kwh,
+                    "cost": c.amount,
+                    "period": self._period_of(site.tariff, peaks, c.start_ms, c.end_ms),
+                    "demand_kw": float(kw.values[inside].max()) if inside.any() else None,
+                    "source": supply.source_at(c.start_ms, c.end_ms),
+                    "coverage": c.coverage,
+                }
+            )
+        return rows
+
+    @staticmethod
+    def _period_of(tariff: Tariff, peaks: npt.NDArray[np.int64], start: int, end: int) -> str:
+        if not tariff.time_of_use:
+            return "flat"
+        inside = sum(max(0, min(int(b), end) - max(int(a), start)) for a, b in peaks)
+        if inside <= 0:
+            return "off_peak"
+        if inside >= end - start:
+            return "peak"
+        return "mixed"
+
+    async def outages(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
+        """The outages with the production stops labelled as caused by them."""
+        self.check_range(start, end)
+        supply = await self.supply(site, start, end)
+        found = supply.outages()
+        labelled: list[int] = []
+        if found:
+            machines = [m for m in self.production.machines.values() if m.site_id == site.id]
+            stops = await self.production.stops(machines, start, end)
+            labelled = [s.start_ms for s in stops if s.reason_id == POWER_OUTAGE]
+        grace = self.production.profiles.outage_grace_ms
+        rows = []
+        for o in found:
+            covered = (
+                "generator" if o.generator_ms > 0 else ("backup" if o.backup_ms > 0 else "none")
+            )
+            rows.append(
+                {
+                    "start_ms": o.start_ms,
+                    "end_ms": None if o.open else o.end_ms,
+                    "last_seen_ms": o.end_ms,
+                    "minutes": o.duration_ms / MINUTE_MS,
+                    "kind": "grid_out" if o.backup_ms > 0 else "no_supply",
+                    "covered_by": covered,
+                    "generator_minutes": o.generator_ms / MINUTE_MS,
+                    "unpowered_minutes": o.unpowered_ms / MINUTE_MS,
+                    "open": o.open,
+                    "stops_labelled": sum(
+                        1 for t in labelled if o.start_ms - grace <= t < o.end_ms
+                    ),
+                }
+            )
+        return rows
+
+    async def bill(self, site: Site, month: str | None) -> tuple[str, Bill]:
+        label, start, end = self.month_range(site, month)
+        interval = site.tariff.demand.interval_min if site.tariff.demand else 30
+        step = interval * MINUTE_MS if HOUR_MS % (interval * MINUTE_MS) == 0 else HOUR_MS
+        mains = [r for r in site.meters if r.role == "main"]
+        grids = []
+        weighted, weight = 0.0, 0.0
+        for role in mains:
+            m = site.machines[role.machine_id]
+            g = await self.meter_grid(m, start, end, step)
+            grids.append(g)
+            pf = await self._power_factor(m, g)
+            if pf is not None:
+                kwh = float(np.nansum(g.kwh))
+                weighted += pf * kwh
+                weight += kwh
+        energy = Grid.total_of(grids).series() if grids else IntervalSeries.empty()
+        bill = estimate_bill(
+            site.tariff,
+            energy,
+            start,
+            end,
+            site.tz,
+            sanctioned_kw=site.config.sanctioned_kw,
+            power_factor=weighted / weight if weight > 0 else None,
+        )
+        return label, bill
+
+    async def compare_bill(
+        self, site: Site, month: str, actual: float
+    ) -> tuple[str, BillComparison]:
+        if not math.isfinite(actual) or actual < 0:
+            raise InvalidPayload("actual_total: must be a number of at least 0")
+        label, bill = await self.bill(site, month)
+        return label, compare(bill, actual)
+
+    async def advice(self, site: Site, start: int, end: int) -> list[AdviceItem]:
+        """Savings found in ``[start, end)``, largest first."""
+        self.check_range(start, end)
+        readings = await self.read_meters(site, start, end)
+        grid = self.site_grid(readings)
+        energy = grid.series() if grid is not None else IntervalSeries.empty()
+        cost = period_costs(site.tariff, energy, [start, end], site.tz)[0]
+        rate = self.average_rate(site.tariff, cost)
+        tz_name = str(site.tz)
+        items: list[AdviceItem] = []
+        subject = site.name
+        # the figures are scaled to a month over the time that has passed, not the future
+        span_end = min(end, self.clock.now_ms())
+        tariff = site.tariff
+        if tariff.time_of_use and cost.kwh_peak > 0 and span_end > start:
+            assert tariff.peak_rate is not None and tariff.off_peak_rate is not None
+            peaks = peak_spans(tariff, start, end, site.tz)
+            items.append(
+                AdviceItem(
+                    advice_mod.shift_off_peak(
+                        subject,
+                        WindowEnergy(
+                            cost.kwh_peak,
+                            int(energy.covered_ms([start, end])[0]),
+                            int(sum(int(b) - int(a) for a, b in peaks)),
+                        ),
+                        peak_rate=tariff.peak_rate,
+                        off_peak_rate=tariff.off_peak_rate,
+                        evidence=advice_mod.Evidence(
+                            "main meter energy_kwh",
+                            start,
+                            span_end,
+                            tuple((int(a), int(b)) for a, b in peaks),
+                            "peak-tariff hours",
+                        ),
+                    ),
+                    site.id,
+                )
+            )
+        mains = [r for r in readings if r.role.role == "main"]
+        consumers = self._consumers(site)
+        intervals = await self._intervals([m.id for m in consumers], start, end)
+        if tariff.demand is not None and mains and span_end > start:
+            main = site.machines[mains[0].role.machine_id]
+            power = await self._power_of(main, start, end, minutes=True)
+            if power:
+                running = {site.machines[mid].name: ivs for mid, ivs in intervals.items() if ivs}
+                peak = peak_demand(power, machines=running, tz=tz_name)
+                if peak.months:
+                    month = max(peak.months, key=lambda x: x.max_kw)
+                    event = next((e for e in peak.events if e.start_ms == month.max_start_ms), None)
+                    items.append(
+                        AdviceItem(
+                            advice_mod.stagger_startups(
+                                month,
+                                mdi_rate=tariff.demand.per_kw,
+                                evidence=advice_mod.Evidence(
+                                    f"{main.id} power_kw",
+                                    start,
+                                    span_end,
+                                    ((month.max_start_ms, month.max_start_ms + 30 * MINUTE_MS),),
+                                    "30-minute demand blocks from 1-minute averages",
+                                ),
+                                starting=event.starting if event else (),
+                                subject=subject,
+                                tz=tz_name,
+                            ),
+                            main.id,
+                        )
+                    )
+        producers = {
+            mid: ivs
+            for mid, ivs in intervals.items()
+            if mid in self.production.machines and self.production.machines[mid].produces
+        }
+        quiet = quiet_windows(producers, start, span_end) if producers else []
+        for m in site.machines.values():
+            if m.template != COMPRESSOR_TEMPLATE or not quiet:
+                continue
+            leak = await self.air_leak_of(m, quiet)
+            if leak is None:
+                continue
+            got = advice_mod.fix_air_leak(
+                m.name,
+                leak,
+                rate=rate,
+                evidence=advice_mod.Evidence(
+                    f"{m.id} loaded, power_kw", start, span_end, tuple(quiet), "no production"
+                ),
+            )
+            if got is not None:
+                items.append(AdviceItem(got, m.id))
+        for idle in await self.idle(site, start, end, rate):
+            if idle.idle.kwh <= 0 or span_end <= start:
+                continue
+            items.append(
+                AdviceItem(
+                    advice_mod.switch_off_idle(
+                        idle.name,
+                        idle.idle,
+                        rate=rate,
+                        evidence=advice_mod.Evidence(
+                            f"{idle.machine_id} power while idle, stopped or in a planned stop",
+                            start,
+                            span_end,
+                        ),
+                    ),
+                    idle.machine_id,
+                )
+            )
+        ranked = advice_mod.rank([i.advice for i in items])
+        order = {id(a): n for n, a in enumerate(ranked)}
+        kept = [i for i in items if id(i.advice) in order]
+        kept.sort(key=lambda i: order[id(i.advice)])
+        return kept
+
+    async def air_leak_of(
+        self, m: MachineRef, windows: Sequence[tuple[int, int]]
+    ) -> AirLeakEvidence | None:
+        if "loaded" not in m.bindings or "power_kw" not in m.bindings:
+            return None
+        start, end = windows[0][0], windows[-1][1]
+        loaded = await self._signal(m.bindings["loaded"], start, end)
+        power = await self._signal(m.bindings["power_kw"], start, end)
+        running = (
+            await self._signal(m.bindings["running"], start, end)
+            if "running" in m.bindings
+            else None
+        )
+        flow = (
+            await self._signal(m.bindings["flow_m3_min"], start, end)
+            if "flow_m3_min" in m.bindings
+            else None
+        )
+        if not loaded or not power:
+            return None
+        return air_leak(windows, loaded=loaded, power_kw=power, running=running, flow_m3_min=flow)
+
+    async def intensity(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
+        self.check_range(start, end)
+        machines = [
+            m
+            for m in self.production.machines.values()
+            if m.site_id == site.id and m.produces and m.id in site.machines
+        ]
+        counts = await self.production.counts([m.id for m in machines], start, end)
+        rows = []
+        for info in machines:
+            m = site.machines[info.id]
+            power = await self._power_of(m, start, end, minutes=True)
+            kwh = 0.0
+            energy = IntervalSeries.empty()
+            if power:
+                starts = np.array([t for t, _ in power], np.int64)
+                kw = np.array([float(v) for _, v in power])
+                energy = IntervalSeries(starts, starts + MINUTE_MS, kw * MINUTE_MS / HOUR_MS)
+            c = counts.get(m.id)
+            unit = info.count_key or "units"
+            if info.template is not None and info.count_key is not None:
+                with contextlib.suppress(KeyError):
+                    unit = info.template.signal(info.count_key).unit or unit
+            produced = IntervalSeries.empty(unit)
+            if c is not None and c.minutes.size:
+                good = c.totals - c.rejects
+                produced = IntervalSeries(c.minutes, c.minutes + MINUTE_MS, good, unit)
+            got = intensity_of(energy, produced, [start, end])[0]
+            kwh = got.kwh
+            rows.append(
+                {
+                    "machine_id": m.id,
+                    "name": m.name,
+                    "kwh": kwh,
+                    "units": got.produced,
+                    "unit": unit,
+                    "kwh_per_unit": got.kwh_per_unit,
+                    "coverage": got.coverage,
+                    "estimated": "power_kw" not in m.bindings,
+                }
+            )
+        return rows
+
+    async def month(self, site: Site, month: str | None) -> MonthData:
+        label, bill = await self.bill(site, month)
+        end = min(bill.end_ms, max(bill.start_ms + 1, self.clock.now_ms()))
+        summary = await self.summary(site, bill.start_ms, end)
+        days = period_costs(
+            site.tariff,
+            summary.energy,
+            np.clip(day_edges(bill.start_ms, bill.end_ms, site.tz), bill.start_ms, bill.end_ms),
+            site.tz,
+        )
+        advice = await self.advice(site, bill.start_ms, end)
+        return MonthData(site, label, bill, days, summary, advice)
