@@ -528,6 +528,7 @@ async def train_model(
         if body.kind == "rul" and body.source == "recorded":
             manifest = await _service(rt).train_rul(template, seed=body.seed, holdout=body.holdout)
         elif body.kind == "rul" and body.source == "simulated":
+            await _service(rt).update_all()  # score the machines' data up to now
             manifest = await asyncio.to_thread(
                 train_simulated,
                 rt.models,

@@ -496,6 +496,7 @@ class MaintenanceService:
         and score their current lives with it."""
         if self.prognosis is None:
             raise InvalidPayload("remaining-life models are not enabled")
+        await self.update_all()  # the cycles up to now, not up to the last monitoring pass
         manifest = await self.prognosis.train(template, seed=seed, holdout=holdout)
         await self.rul_backfill(template)
         return manifest
