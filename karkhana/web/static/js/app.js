@@ -16,6 +16,7 @@ const PAGES = {
   alarms: () => import("./pages/alarms.js"),
   reports: () => import("./pages/reports.js"),
   maintenance: () => import("./pages/maintenance.js"),
+  energy: () => import("./pages/energy.js"),
 };
 
 const $ = (id) => document.getElementById(id);
