@@ -128,12 +128,15 @@ class Site:
 @dataclass(frozen=True, slots=True, eq=False)
 class Grid:
     """kWh per bucket of one meter on a regular grid of ``step_ms`` from ``t0``; NaN where the
-    data says nothing. The last bucket ends at the range's end when that is earlier."""
+    data says nothing. A bucket ends at the range's end when that is earlier, and at ``tail_ms``
+    when the data ends inside it (``tail_at`` is its index)."""
 
     t0: int
     step_ms: int
     end_ms: int
     kwh: Floats
+    tail_at: int | None = None
+    tail_ms: int | None = None
 
     @property
     def starts(self) -> npt.NDArray[np.int64]:
@@ -142,6 +145,8 @@ class Grid:
     def series(self) -> IntervalSeries:
         starts = self.starts
         ends = np.minimum(starts + self.step_ms, self.end_ms)
+        if self.tail_at is not None and self.tail_ms is not None:
+            ends[self.tail_at] = min(int(ends[self.tail_at]), self.tail_ms)
         keep = np.isfinite(self.kwh) & (ends > starts)
         return IntervalSeries(starts[keep], ends[keep], self.kwh[keep])
 
@@ -152,7 +157,12 @@ class Grid:
         has = np.isfinite(stack).any(axis=0)
         total = np.where(has, np.nansum(stack, axis=0), np.nan)
         first = grids[0]
-        return cls(first.t0, first.step_ms, first.end_ms, total)
+        tails = [g for g in grids if g.tail_at is not None]
+        if len(grids) == 1 or not tails:
+            return cls(first.t0, first.step_ms, first.end_ms, total, first.tail_at, first.tail_ms)
+        # meters that stop at different times: the sum's last bucket runs to the latest
+        last = max(tails, key=lambda g: (g.tail_at or 0, g.tail_ms or 0))
+        return cls(first.t0, first.step_ms, first.end_ms, total, last.tail_at, last.tail_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,25 +383,36 @@ class EnergyService:
 
     # -- meters ---------------------------------------------------------------------------
     async def meter_grid(self, m: MachineRef, start: int, end: int, step: int) -> Grid:
-        """kWh per ``step`` bucket of one meter, from its counter's last reading per bucket (the
-        rollups), or from its average power where it has no counter."""
+        """kWh per ``step`` bucket of one meter from the rollups: the counter's first reading in
+        each bucket to the first of the next (the last reading for the final bucket with data),
+        or its average power where it has no counter. Counter resets and silences longer than a
+        bucket are left missing (`counter_energy`)."""
         t0 = _floor(start, step)
         n = max(1, (_ceil(end, step) - t0) // step)
         kwh = np.full(n, np.nan)
         counter = m.bindings.get("energy_kwh")
+        tail: tuple[int, int] | None = None
         if counter is not None:
-            points = await self.store.query(
-                counter[0], counter[1], t0 - step, t0 + n * step, bucket=step, agg=Agg.LAST
-            )
+            dev, key = counter
+            points = await self.store.query(dev, key, t0, t0 + (n + 1) * step, step, Agg.FIRST)
             nums = [(p.ts, float(p.value)) for p in points if isinstance(p.value, int | float)]
+            if nums and nums[-1][0] < t0 + n * step:
+                # the data ends inside the range: close the last bucket at its last reading
+                b = nums[-1][0]
+                raw = [
+                    (p.ts, float(p.value))
+                    for p in await self.store.query(dev, key, b, min(b + step, end))
+                    if isinstance(p.value, int | float)
+                ]
+                if raw and raw[-1][0] > b:
+                    nums.append(raw[-1])
+                    tail = ((b - t0) // step, raw[-1][0])
             if len(nums) >= 2:
-                got = counter_energy(
-                    [t + step for t, _ in nums], [v for _, v in nums], max_gap_ms=step
-                )
+                got = counter_energy([t for t, _ in nums], [v for _, v in nums], max_gap_ms=step)
                 idx = (got.series.start_ms - t0) // step
                 ok = (idx >= 0) & (idx < n)
                 kwh[idx[ok]] = got.series.values[ok]
-            return Grid(t0, step, end, kwh)
+            return Grid(t0, step, end, kwh, *tail) if tail else Grid(t0, step, end, kwh)
         power = m.bindings.get("power_kw")
         if power is not None:
             for p in await self.store.query(
@@ -442,7 +463,7 @@ class EnergyService:
             return None
         rest = unmetered(main.grid.kwh, np.vstack(subs))
         g = main.grid
-        return Grid(g.t0, g.step_ms, g.end_ms, rest.kwh)
+        return Grid(g.t0, g.step_ms, g.end_ms, rest.kwh, g.tail_at, g.tail_ms)
 
     # -- the supply -----------------------------------------------------------------------
     async def _signal(self, binding: Binding, start: int, end: int) -> Series:

@@ -1,0 +1,223 @@
+"""The energy service against a real store: figures worked out by hand from `support`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from karkhana.core.clock import FakeClock
+from karkhana.core.errors import ConfigError, InvalidPayload, NotFound
+from karkhana.energy.config import SiteEnergyConfig, load_energy_config, meter_roles
+from karkhana.energy.service import KW_PER_AMP
+from karkhana.runtime import Runtime
+from tests.conftest import make_settings
+from tests.energy.support import (
+    DAY1,
+    DAY3,
+    GENERATOR_FROM,
+    LEAK_M3_MIN,
+    LOOM_STOPPED_A,
+    NOW,
+    OUTAGE,
+    H,
+    M,
+    load,
+    pkt,
+    write_config,
+)
+
+pytestmark = pytest.mark.anyio
+
+PEAK_KWH = 150.0 * 4 * 2  # 17:00-21:00 on two January days
+OFF_PEAK_KWH = 100.0 * 20 * 2
+KWH = PEAK_KWH + OFF_PEAK_KWH
+COST = PEAK_KWH * 46.50 + OFF_PEAK_KWH * 38.50 + KWH * (1.50 + 2.00)  # rates + FPA + QTA
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def mill(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runtime]:
+    tmp = tmp_path_factory.mktemp("energy")
+    settings = make_settings(tmp)
+    write_config(settings.data_dir)
+    rt = Runtime(settings, FakeClock(NOW))
+    await rt.start(mqtt=False)
+    try:
+        await load(rt)
+        yield rt
+    finally:
+        await rt.stop()
+
+
+async def test_meter_roles_follow_the_names_or_the_config() -> None:
+    cfg = SiteEnergyConfig("t", 1.0, None)
+    roles = meter_roles([("m-a", "Shed A"), ("m-main", "Incomer"), ("m-b", "Shed B")], cfg)
+    assert [(r.machine_id, r.role, r.parent) for r in roles] == [
+        ("m-main", "main", None),
+        ("m-a", "sub", "m-main"),
+        ("m-b", "sub", "m-main"),
+    ]
+    alone = meter_roles([("a", "Shed A"), ("b", "Shed B")], cfg)
+    assert {r.role for r in alone} == {"main"}
+    chosen = SiteEnergyConfig("t", 1.0, None, main_meter="a", sub_meters=("b",))
+    roles = meter_roles([("a", "Shed A"), ("b", "Shed B"), ("c", "Lights")], chosen)
+    assert [(r.machine_id, r.role, r.parent) for r in roles] == [
+        ("a", "main", None),
+        ("b", "sub", "a"),
+        ("c", "main", None),
+    ]
+
+
+def test_energy_config_is_checked(tmp_path: Path) -> None:
+    (tmp_path / "energy.toml").write_text('[sites.x]\ntariff = "t"\nbogus = 1\n')
+    with pytest.raises(ConfigError, match="unknown field 'bogus'"):
+        load_energy_config(tmp_path, tariff_id="t", diesel_price_pkr_per_litre=1, generator_kva=0)
+    (tmp_path / "energy.toml").write_text('[sites.x]\nsub_meters = ["a"]\n')
+    with pytest.raises(ConfigError, match="main_meter"):
+        load_energy_config(tmp_path, tariff_id="t", diesel_price_pkr_per_litre=1, generator_kva=0)
+    (tmp_path / "energy.toml").write_text("[sites.x]\ngenerator_kva = 100\n")
+    cfg = load_energy_config(
+        tmp_path, tariff_id="t", diesel_price_pkr_per_litre=250, generator_kva=0
+    )
+    assert cfg.site("x").generator_kva == 100 and cfg.site("x").diesel_price_pkr_per_litre == 250
+    assert cfg.site("y").generator_kva is None
+
+
+async def test_summary_splits_energy_and_cost_at_the_peak_window(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    assert [(m.machine_id, m.role, m.parent) for m in site.meters] == [
+        ("MAIN", "main", None),
+        ("SHED", "sub", "MAIN"),
+    ]
+    s = await mill.energy.summary(site, DAY1, DAY3)
+    assert s.cost.kwh_peak == pytest.approx(PEAK_KWH)
+    assert s.cost.kwh_off_peak == pytest.approx(OFF_PEAK_KWH)
+    assert s.cost.amount == pytest.approx(COST)
+    assert s.demand_kw_max == pytest.approx(150.0)
+    assert s.demand_max_at_ms == pkt(2026, 1, 5, 17)
+    assert s.power_factor == pytest.approx(0.95)
+    assert s.unmetered_kwh == pytest.approx(KWH - 60.0 * 48)
+    assert s.coverage == pytest.approx(1.0)
+
+
+async def test_a_part_of_a_day_is_cut_pro_rata(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    s = await mill.energy.summary(site, pkt(2026, 1, 5, 16), pkt(2026, 1, 5, 18, 30))
+    assert s.cost.kwh_off_peak == pytest.approx(100.0)
+    assert s.cost.kwh_peak == pytest.approx(150.0 * 1.5)
+
+
+async def test_outage_and_generator_diesel_from_the_panel(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    s = await mill.energy.summary(site, DAY1, DAY3)
+    outages = s.supply.outages()
+    assert [(o.start_ms, o.end_ms, o.open) for o in outages] == [(OUTAGE[0], OUTAGE[1], False)]
+    assert outages[0].generator_ms == OUTAGE[1] - GENERATOR_FROM
+    hours = s.supply.hours_by_source()
+    assert hours["generator"] == pytest.approx(59 / 60)
+    assert hours["none"] == pytest.approx(1 / 60)
+    assert hours["grid"] == pytest.approx(47.0)
+    # 250 kVA at PF 0.8 = 200 kW; the incomer drew 100 kW (50 %): 0.124 L/h per kVA
+    assert s.generator is not None
+    assert s.generator.run_hours == pytest.approx(59 / 60)
+    assert s.generator.litres == pytest.approx(0.124 * 250 * 59 / 60, rel=1e-3)
+    assert s.generator.cost_pkr == pytest.approx(s.generator.litres * 300.0)
+    rows = await mill.energy.outages(site, DAY1, DAY3)
+    assert rows[0]["kind"] == "grid_out" and rows[0]["covered_by"] == "generator"
+    assert rows[0]["minutes"] == pytest.approx(60.0)
+    assert rows[0]["unpowered_minutes"] == pytest.approx(1.0)
+
+
+async def test_idle_energy_of_a_stopped_loom_from_its_motor_current(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    s = await mill.energy.summary(site, DAY1, DAY3)
+    loom = next(m for m in s.idle if m.machine_id == "L1")
+    stopped_h = 6 + 9 + 3  # before 06:00 on day 1, 21:00-06:00, 21:00-24:00 on day 2
+    assert loom.idle.hours == pytest.approx(stopped_h, abs=0.05)
+    assert loom.idle.kwh == pytest.approx(stopped_h * LOOM_STOPPED_A * KW_PER_AMP, rel=0.01)
+    assert s.idle_rate == pytest.approx(COST / KWH)
+
+
+async def test_the_simulated_air_leak_is_found_and_priced(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    items = await mill.energy.advice(site, DAY1, DAY3)
+    kinds = [i.advice.kind for i in items]
+    assert "fix_air_leak" in kinds and "shift_off_peak" in kinds and "switch_off_idle" in kinds
+    savings = [i.advice.saving_pkr_month for i in items]
+    assert savings == sorted(savings, reverse=True)
+    leak = next(i.advice for i in items if i.advice.kind == "fix_air_leak")
+    # nothing is allowed to use air while production stops: the simulator's own 0.3 m³/min
+    # base demand counts with the leak
+    assert leak.figure("leak_flow") == pytest.approx(0.3 + LEAK_M3_MIN, abs=0.05)
+    share = (0.3 + LEAK_M3_MIN) / 6.0  # base demand and leak over the compressor's 6 m³/min
+    assert leak.figure("loaded_pct") == pytest.approx(share * 100, abs=1.5)
+    assert leak.saving_pkr_month == pytest.approx(
+        leak.figure("leak_kw") * 720 * COST / KWH, rel=1e-6
+    )
+    off_peak = next(i.advice for i in items if i.advice.kind == "shift_off_peak")
+    assert off_peak.figure("peak_kwh") == pytest.approx(PEAK_KWH)
+    assert off_peak.saving_pkr_month == pytest.approx(PEAK_KWH * 15 * (46.50 - 38.50))
+    # a steady maximum demand leaves nothing to stagger
+    assert "stagger_startups" not in kinds
+
+
+async def test_monthly_bill_from_half_hour_rollups(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    label, bill = await mill.energy.bill(site, "2026-01")
+    assert label == "2026-01"
+    assert bill.start_ms == pkt(2026, 1, 1) and bill.end_ms == pkt(2026, 2, 1)
+    # the readings run to 00:00 on the 7th: the minute after it is the only energy beyond DAY3
+    assert bill.kwh_peak == pytest.approx(PEAK_KWH)
+    assert bill.kwh_off_peak == pytest.approx(OFF_PEAK_KWH)
+    assert bill.line("mdi").quantity == pytest.approx(150.0)
+    assert bill.power_factor == pytest.approx(0.95)
+    assert bill.coverage == pytest.approx(2 / 31, abs=1e-4)
+    assert bill.total == pytest.approx(sum(line.amount for line in bill.lines))
+    with pytest.raises(InvalidPayload, match="YYYY-MM"):
+        await mill.energy.bill(site, "2026-1")
+    with pytest.raises(InvalidPayload):
+        await mill.energy.bill(site, "2026-13")
+
+
+async def test_meters_series_and_unknown_site(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    rows = await mill.energy.meters(site, DAY1, DAY3)
+    by = {r["name"]: r for r in rows}
+    assert by["Main incomer"]["kwh"] == pytest.approx(KWH)
+    assert by["Shed 1 feeder"]["kwh"] == pytest.approx(2880.0)
+    assert by["Shed 1 feeder"]["power_factor"] == pytest.approx(0.85)
+    assert by["unmetered"]["kwh"] == pytest.approx(KWH - 2880.0)
+    assert by["unmetered"]["role"] == "unmetered" and by["unmetered"]["machine_id"] is None
+    series = await mill.energy.series(site, DAY1, DAY1 + 24 * H, "hour")
+    assert len(series) == 24
+    assert [r["period"] for r in series[16:22]] == ["off_peak"] + ["peak"] * 4 + ["off_peak"]
+    assert series[17]["kwh"] == pytest.approx(150.0)
+    assert series[17]["demand_kw"] == pytest.approx(150.0)
+    assert series[10]["source"] == "generator" and series[9]["source"] == "grid"
+    days = await mill.energy.series(site, DAY1, DAY3, "day")
+    assert [d["kwh"] for d in days] == pytest.approx([KWH / 2, KWH / 2])
+    with pytest.raises(NotFound):
+        await mill.energy.site("nowhere")
+    with pytest.raises(InvalidPayload):
+        await mill.energy.summary(site, DAY3, DAY1)
+    with pytest.raises(InvalidPayload, match="hour or day"):
+        await mill.energy.series(site, DAY1, DAY3, "week")
+
+
+async def test_energy_per_unit_from_the_loom_current(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    rows = await mill.energy.intensity(site, DAY1, DAY3)
+    loom = next(r for r in rows if r["machine_id"] == "L1")
+    running_h = 15 * 2
+    stopped_h = 48 - running_h
+    expected = (running_h * 10.0 + stopped_h * LOOM_STOPPED_A) * KW_PER_AMP
+    assert loom["kwh"] == pytest.approx(expected, rel=0.01)
+    assert loom["estimated"] is True
+    assert loom["kwh_per_unit"] is None  # the test loom reports no picks
+    assert M == 60_000
