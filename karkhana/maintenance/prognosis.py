@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,37 @@ def life_run(unit: str, cycles: Sequence[Cycle], signals: Sequence[str], life: L
     return Run(unit, with_relative(x))
 
 
+def holdout_metrics(
+    make: Callable[[], RulModel],
+    runs: Sequence[Run],
+    *,
+    holdout: float,
+    seed: int,
+    cap: float,
+    min_cycles: int = 10,
+    names: tuple[str, str] = ("holdout_units", "holdout_rmse"),
+) -> dict[str, float]:
+    """Metrics of a model fitted without ``holdout`` of the runs (whole units), scored on those
+    cut at random cycles against their capped remaining life; none below five runs. ``names``
+    are the keys of the held-out count and RMSE."""
+    from karkhana.maintenance.rul import phm08_score, rmse, split_units, truncate
+
+    if holdout <= 0 or len(runs) < 5:
+        return {}
+    train, held = split_units(runs, holdout, seed)
+    cut, true = truncate(held, seed, min_cycles=min_cycles)
+    pred = make().fit(train).predict(cut)
+    capped = np.minimum(true, cap)
+    return {
+        names[0]: float(len(held)),
+        names[1]: rmse(pred.rul, capped),
+        "holdout_phm08_score": phm08_score(pred.rul, capped),
+        "holdout_interval_coverage": float(
+            np.mean((capped >= pred.lower) & (capped <= pred.upper))
+        ),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class TrainedRul:
     model: RulModel
@@ -88,27 +119,20 @@ def fit_lives(
 ) -> TrainedRul:
     """Fit the live model on run-to-failure lives; held-out lives (cut at random hours) give
     the stored metrics when there are five or more."""
-    from karkhana.maintenance.rul import phm08_score, rmse, split_units, truncate
-
     if len(runs) < MIN_FAILURES:
         raise InvalidPayload(
             f"training needs at least {MIN_FAILURES} lives that ended in a failure; "
             f"found {len(runs)}"
         )
-    metrics: dict[str, float] = {}
-    if holdout > 0 and len(runs) >= 5:
-        train, held = split_units(runs, holdout, seed)
-        cut, true = truncate(held, seed, min_cycles=24)
-        pred = live_model(seed, cap).fit(train).predict(cut)
-        capped = np.minimum(true, cap)
-        metrics = {
-            "holdout_lives": float(len(held)),
-            "holdout_rmse_hours": rmse(pred.rul, capped),
-            "holdout_phm08_score": phm08_score(pred.rul, capped),
-            "holdout_interval_coverage": float(
-                np.mean((capped >= pred.lower) & (capped <= pred.upper))
-            ),
-        }
+    metrics = holdout_metrics(
+        lambda: live_model(seed, cap),
+        runs,
+        holdout=holdout,
+        seed=seed,
+        cap=cap,
+        min_cycles=24,
+        names=("holdout_lives", "holdout_rmse_hours"),
+    )
     model = live_model(seed, cap).fit(runs)
     metrics["fit_seconds"] = model.fit_seconds
     data = {

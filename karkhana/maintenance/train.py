@@ -138,9 +138,9 @@ def _runs(args: argparse.Namespace) -> tuple[list[Run], list[str], list[str]]:
 
 
 def _train_rul(args: argparse.Namespace, registry: ModelRegistry) -> str:
-    import numpy as np
 
-    from karkhana.maintenance.rul import RulModel, phm08_score, rmse, split_units, truncate
+    from karkhana.maintenance.prognosis import holdout_metrics
+    from karkhana.maintenance.rul import RulModel
 
     if args.format == "simulated":
         return _train_simulated(args, registry)
@@ -150,20 +150,7 @@ def _train_rul(args: argparse.Namespace, registry: ModelRegistry) -> str:
     def model() -> RulModel:
         return RulModel(cap=cap, regimes=args.regimes, seed=args.seed)
 
-    metrics: dict[str, float] = {}
-    if args.holdout > 0 and len(runs) >= 5:
-        train, held = split_units(runs, args.holdout, args.seed)
-        cut, true = truncate(held, args.seed)
-        pred = model().fit(train).predict(cut)
-        capped = np.minimum(true, cap)
-        metrics = {
-            "holdout_units": float(len(held)),
-            "holdout_rmse": rmse(pred.rul, capped),
-            "holdout_phm08_score": phm08_score(pred.rul, capped),
-            "holdout_interval_coverage": float(
-                np.mean((capped >= pred.lower) & (capped <= pred.upper))
-            ),
-        }
+    metrics = holdout_metrics(model, runs, holdout=args.holdout, seed=args.seed, cap=cap)
     final = model().fit(runs)
     metrics["fit_seconds"] = final.fit_seconds
     manifest = registry.save(
