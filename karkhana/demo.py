@@ -29,6 +29,7 @@ from karkhana.alarms.model import parse_rule
 from karkhana.core.errors import ConfigError, Conflict, KarkhanaError
 from karkhana.core.files import write_atomically
 from karkhana.core.model import Sample
+from karkhana.energy.config import FILE_NAME as ENERGY_CONFIG
 from karkhana.maintenance.train import train_simulated
 from karkhana.runtime import Runtime
 from karkhana.sim.device import DAY_MS
@@ -463,7 +464,24 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> None:
                 await training
 
 
+DEMO_ENERGY = {
+    "textile": (
+        "# Written by `karkhana demo`: the simulated mill's standby generator (docs/energy.md).\n"
+        "[sites.demo-mill]\n"
+        "generator_kva = 200\n"
+    ),
+}
+"""The demo plants' energy configuration, written once where the data folder has none."""
+
+
+def write_energy_config(rt: Runtime, profile: str) -> None:
+    path = rt.settings.data_dir / ENERGY_CONFIG
+    if profile in DEMO_ENERGY and not path.exists():
+        write_atomically(path, DEMO_ENERGY[profile].encode())
+
+
 async def _run_demo(rt: Runtime, args: argparse.Namespace) -> None:
+    write_energy_config(rt, args.profile)
     try:
         plant, tokens = await prepare(rt, args)
     except KarkhanaError as exc:

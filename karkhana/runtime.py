@@ -16,6 +16,7 @@ from karkhana.core.bus import Bus
 from karkhana.core.clock import SYSTEM_CLOCK, Clock
 from karkhana.core.config import Settings
 from karkhana.core.errors import ConfigError, KarkhanaError
+from karkhana.energy.config import FILE_NAME as ENERGY_CONFIG
 from karkhana.energy.config import load_energy_config
 from karkhana.energy.service import EnergyService
 from karkhana.energy.tariff import load_tariffs
@@ -81,13 +82,14 @@ class Runtime:
             self.assets,
             self.production,
             clock,
-            load_energy_config(
+            lambda: load_energy_config(
                 settings.data_dir,
                 tariff_id=settings.energy_tariff,
                 diesel_price_pkr_per_litre=settings.diesel_price_pkr_per_litre,
                 generator_kva=settings.generator_kva,
             ),
             load_tariffs(own_tariffs if own_tariffs.is_dir() else None),
+            watch=settings.data_dir / ENERGY_CONFIG,
         )
         self.ingestor = Ingestor(
             self.store,

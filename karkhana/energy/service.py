@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -61,11 +62,13 @@ from karkhana.energy.sources import (
 )
 from karkhana.energy.tariff import at_local, local_date, peak_spans
 from karkhana.energy.waste import (
+    IDLE_STATES,
     AirLeakEvidence,
     IdleEnergy,
     WindowEnergy,
     air_leak,
     idle_energy,
+    merge_windows,
     peak_demand,
     quiet_windows,
 )
@@ -83,8 +86,9 @@ KW_PER_AMP = math.sqrt(3) * 0.4 * 0.85
 """kW per ampere of a three-phase 400 V motor at power factor 0.85: an estimate of a machine's
 power from its motor current where it reports no power of its own."""
 RAW_LIMIT_MS = 3 * DAY_MS
-"""Machines' power and the panel's signals are read raw up to this range, as 1-minute
-aggregates beyond it."""
+"""The panel's signals are read raw up to this range, as 1-minute aggregates beyond it."""
+POWER_RAW_LIMIT_MS = 6 * HOUR_MS
+"""Machines' and meters' power is read raw up to this range, as 1-minute aggregates beyond."""
 FINE_LIMIT_MS = 7 * DAY_MS
 """Meters are read in 15-minute buckets up to this range, hourly beyond it."""
 LIVE_MS = 10 * MINUTE_MS
@@ -303,21 +307,44 @@ class EnergyService:
         assets: AssetService,
         production: ProductionService,
         clock: Clock,
-        config: EnergyConfig,
+        config: Callable[[], EnergyConfig],
         tariffs: Mapping[str, Tariff],
+        *,
+        watch: Path | None = None,
     ) -> None:
+        """``config`` loads the configuration; it is loaded again when the file ``watch``
+        (``<data_dir>/energy.toml``) appears or changes."""
         self.store = store
         self.assets = assets
         self.production = production
         self.clock = clock
-        self.config = config
         self.tariffs = dict(tariffs)
+        self._load = config
+        self._watch = watch
+        self._stamp = self._mtime()
+        self.config = self._checked(config())
+
+    def _mtime(self) -> float | None:
+        try:
+            return self._watch.stat().st_mtime if self._watch is not None else None
+        except FileNotFoundError:
+            return None
+
+    def _checked(self, config: EnergyConfig) -> EnergyConfig:
         for site_id, cfg in [("(default)", config.defaults), *config.sites.items()]:
             if cfg.tariff_id not in self.tariffs:
                 raise ConfigError(
                     f"energy: site {site_id} names tariff {cfg.tariff_id!r}, which is not one of"
                     f" {', '.join(sorted(self.tariffs))}"
                 )
+        return config
+
+    def _current(self) -> EnergyConfig:
+        stamp = self._mtime()
+        if stamp != self._stamp:
+            self.config = self._checked(self._load())
+            self._stamp = stamp
+        return self.config
 
     # -- the site -------------------------------------------------------------------------
     async def site(self, site_id: str) -> Site:
@@ -325,7 +352,7 @@ class EnergyService:
         if not tree:
             raise NotFound(f"no site {site_id}")
         node = tree[0]
-        cfg = self.config.site(site_id)
+        cfg = self._current().site(site_id)
         try:
             tz = ZoneInfo(node["timezone"])
         except (KeyError, ValueError):
@@ -508,7 +535,7 @@ class EnergyService:
         self, m: MachineRef, start: int, end: int, *, minutes: bool | None = None
     ) -> Series | None:
         """A machine's power in kW: its ``power_kw``, or estimated from ``motor_current_a``."""
-        use_minutes = end - start > RAW_LIMIT_MS if minutes is None else minutes
+        use_minutes = end - start > POWER_RAW_LIMIT_MS if minutes is None else minutes
         for name, scale in (("power_kw", 1.0), ("motor_current_a", KW_PER_AMP)):
             b = m.bindings.get(name)
             if b is None:
@@ -537,11 +564,14 @@ class EnergyService:
 
     # -- idle energy ----------------------------------------------------------------------
     def _consumers(self, site: Site) -> list[MachineRef]:
+        """Production machines with a power or motor-current signal (looms, presses): their
+        idle, stopped and planned-stop time is energy that makes nothing. Utilities are left
+        out: a compressor running unloaded is judged by the leak check instead."""
+        producing = {mid for mid, m in self.production.machines.items() if m.produces}
         return [
             m
             for m in site.machines.values()
-            if m.category != METER_CATEGORY
-            and ("power_kw" in m.bindings or "motor_current_a" in m.bindings)
+            if m.id in producing and ("power_kw" in m.bindings or "motor_current_a" in m.bindings)
         ]
 
     async def _intervals(
@@ -565,7 +595,7 @@ class EnergyService:
             ivs = intervals.get(m.id) or []
             if not ivs:
                 continue
-            power = await self._power_of(m, start, end)
+            power = await self._idle_power(m, ivs, start, end)
             if not power:
                 continue
             got = idle_energy(ivs, power_kw=power, rate_pkr_per_kwh=rate)
@@ -573,6 +603,34 @@ class EnergyService:
                 out.append(IdleMachine(m.id, m.name, got))
         out.sort(key=lambda x: (-x.idle.kwh, x.machine_id))
         return out
+
+    async def _idle_power(
+        self, m: MachineRef, intervals: Sequence[tuple[int, int, str]], start: int, end: int
+    ) -> Series | None:
+        """The machine's power for idle energy. Over long ranges from 1-minute aggregates: the
+        minute's average where the whole minute lies in an idle state, else its lowest reading
+        (a minute that holds the start or end of a stop also holds running power, and the
+        machine draws least while it makes nothing)."""
+        if end - start <= POWER_RAW_LIMIT_MS:
+            return await self._power_of(m, start, end, minutes=False)
+        for name, scale in (("power_kw", 1.0), ("motor_current_a", KW_PER_AMP)):
+            b = m.bindings.get(name)
+            if b is None:
+                continue
+            avg = await self._signal_minutes(b, start, end, Agg.AVG)
+            low = dict(await self._signal_minutes(b, start, end, Agg.MIN))
+            idle = merge_windows((s, e) for s, e, st in intervals if st in IDLE_STATES)
+            starts = np.array([a for a, _ in idle], np.int64)
+            ends = np.array([e for _, e in idle], np.int64)
+            out: Series = []
+            for t, v in avg:
+                i = int(np.searchsorted(starts, t, side="right")) - 1
+                whole = i >= 0 and t + MINUTE_MS <= int(ends[i])
+                value = v if whole else low.get(t, v)
+                if isinstance(value, int | float):
+                    out.append((t, float(value) * scale))
+            return out
+        return None
 
     @staticmethod
     def average_rate(tariff: Tariff, cost: PeriodCost | None) -> float:
@@ -833,8 +891,10 @@ class EnergyService:
         subject = site.name
         # the figures are scaled to a month over the time that has passed, not the future
         span_end = min(end, self.clock.now_ms())
+        # and over the time with data: a plant monitored for three days is not scaled from seven
+        seen = max(start, int(energy.start_ms[0])) if len(energy) else start
         tariff = site.tariff
-        if tariff.time_of_use and cost.kwh_peak > 0 and span_end > start:
+        if tariff.time_of_use and cost.kwh_peak > 0 and span_end > seen:
             assert tariff.peak_rate is not None and tariff.off_peak_rate is not None
             peaks = peak_spans(tariff, start, end, site.tz)
             items.append(
@@ -850,7 +910,7 @@ class EnergyService:
                         off_peak_rate=tariff.off_peak_rate,
                         evidence=advice_mod.Evidence(
                             "main meter energy_kwh",
-                            start,
+                            seen,
                             span_end,
                             tuple((int(a), int(b)) for a, b in peaks),
                             "peak-tariff hours",
@@ -862,7 +922,7 @@ class EnergyService:
         mains = [r for r in readings if r.role.role == "main"]
         consumers = self._consumers(site)
         intervals = await self._intervals([m.id for m in consumers], start, end)
-        if tariff.demand is not None and mains and span_end > start:
+        if tariff.demand is not None and mains and span_end > seen:
             main = site.machines[mains[0].role.machine_id]
             power = await self._power_of(main, start, end, minutes=True)
             if power:
@@ -878,7 +938,7 @@ class EnergyService:
                                 mdi_rate=tariff.demand.per_kw,
                                 evidence=advice_mod.Evidence(
                                     f"{main.id} power_kw",
-                                    start,
+                                    seen,
                                     span_end,
                                     ((month.max_start_ms, month.max_start_ms + 30 * MINUTE_MS),),
                                     "30-minute demand blocks from 1-minute averages",
@@ -907,13 +967,13 @@ class EnergyService:
                 leak,
                 rate=rate,
                 evidence=advice_mod.Evidence(
-                    f"{m.id} loaded, power_kw", start, span_end, tuple(quiet), "no production"
+                    f"{m.id} loaded, power_kw", seen, span_end, tuple(quiet), "no production"
                 ),
             )
             if got is not None:
                 items.append(AdviceItem(got, m.id))
         for idle in await self.idle(site, start, end, rate):
-            if idle.idle.kwh <= 0 or span_end <= start:
+            if idle.idle.kwh <= 0 or span_end <= seen:
                 continue
             items.append(
                 AdviceItem(
@@ -923,7 +983,7 @@ class EnergyService:
                         rate=rate,
                         evidence=advice_mod.Evidence(
                             f"{idle.machine_id} power while idle, stopped or in a planned stop",
-                            start,
+                            seen,
                             span_end,
                         ),
                     ),
