@@ -16,6 +16,7 @@ const SOURCES = [["energy.source.grid", "grid"], ["energy.source.generator", "ge
 const ROLES = [["energy.role.main", "main"], ["energy.role.sub", "sub"], ["energy.role.unmetered", "unmetered"]];
 const EVIDENCE = [["energy.ev.source", "source"], ["energy.ev.start_ms", "start_ms"], ["energy.ev.end_ms", "end_ms"],
   ["energy.ev.windows", "windows"], ["energy.ev.note", "note"], ["energy.ev.figures", "figures"]];
+const PERCENT_OF = ["tax", "pf_penalty"]; // bill lines charged as a share of other lines
 const KINDS = [["energy.outage.grid_out", "grid_out"], ["energy.outage.no_supply", "no_supply"]];
 const COLOURS = { peak: "#c62828", off_peak: "#1f5fbf", other: "#9aa3ad", cost: "#2e9d47" };
 
@@ -48,7 +49,7 @@ export function meterOrder(meters) {
 }
 
 // The evidence of a recommendation, whatever its shape: spans as times, lists short.
-function evidence(value, key = "") {
+function evidence(value, key = "", total = null) {
   if (value === null || value === undefined) return "–";
   if (typeof value === "number") {
     return key.endsWith("_ms") && value > 1e11 ? esc(dateTime(value)) : esc(num(value, 2));
@@ -62,11 +63,15 @@ function evidence(value, key = "") {
       : v && typeof v === "object" && "key" in v && "value" in v
         ? `<li><bdi>${esc(v.key)}</bdi>: ${esc(num(v.value, 2))} ${esc(v.unit || "")}</li>`
         : `<li>${evidence(v)}</li>`));
-    const more = value.length > 12 ? `<li>${esc(t("energy.and_more", { n: value.length - 12 }))}</li>` : "";
+    const count = Math.max(total ?? 0, value.length);
+    const more = count > shown.length ? `<li>${esc(t("energy.and_more", { n: count - shown.length }))}</li>` : "";
     return `<ul>${shown.join("")}${more}</ul>`;
   }
-  const shown = Object.entries(value).filter(([, v]) => v !== "" && v !== null && v !== undefined);
-  return `<dl>${shown.map(([k, v]) => `<dt><bdi>${esc(label(EVIDENCE, k))}</bdi></dt><dd>${evidence(v, k)}</dd>`).join("")}</dl>`;
+  // windows may come cut short, with window_count saying how many there were
+  const shown = Object.entries(value).filter(([k, v]) => v !== "" && v !== null && v !== undefined && k !== "window_count"
+    && !(Array.isArray(v) && !v.length));
+  return `<dl>${shown.map(([k, v]) => `<dt><bdi>${esc(label(EVIDENCE, k))}</bdi></dt>
+    <dd>${evidence(v, k, k === "windows" ? value.window_count : null)}</dd>`).join("")}</dl>`;
 }
 
 // Hourly energy as bars, peak and off-peak apart, and its cost as a line on its own axis.
@@ -205,10 +210,10 @@ export async function render(el, params, ctx) {
     const worst = [...(idle.machines || [])].sort((a, b) => (b.cost ?? 0) - (a.cost ?? 0) || (b.kwh ?? 0) - (a.kwh ?? 0));
     $("#energy-idle").innerHTML = `<div class="kpis">${kpi("kpi-idle-kwh", esc(kwh(idle.kwh)), t("energy.idle_kwh"))}
       ${kpi("kpi-idle-cost", esc(money(idle.cost, cur)), t("energy.idle_cost"))}</div>
-      ${worst.length ? `<table class="values" id="idle-machines"><thead><tr><th>${esc(t("energy.machine"))}</th><th>${esc(t("energy.idle_hours"))}</th>
-        <th>${esc(t("energy.energy"))}</th><th>${esc(t("energy.cost"))}</th></tr></thead><tbody>${worst.map((m) => `<tr data-machine="${esc(m.machine_id)}">
+      ${worst.length ? `<table class="values" id="idle-machines"><thead><tr><th>${esc(t("energy.machine"))}</th><th class="v">${esc(t("energy.idle_hours"))}</th>
+        <th class="v">${esc(t("energy.energy"))}</th><th class="v">${esc(t("energy.cost"))}</th></tr></thead><tbody>${worst.map((m) => `<tr data-machine="${esc(m.machine_id)}">
         <td><a href="#/machine/${encodeURIComponent(m.machine_id)}"><bdi>${esc(m.name || (ctx.machines.get(m.machine_id) || {}).name || m.machine_id)}</bdi></a></td>
-        <td class="v">${esc(num(m.idle_hours, 1))}</td><td class="v">${esc(num(m.kwh, 1))}</td><td class="v">${esc(money(m.cost, cur))}</td></tr>`).join("")}</tbody></table>`
+        <td class="v">${esc(num(m.idle_hours, m.idle_hours < 1 ? 2 : 1))}</td><td class="v">${esc(num(m.kwh, 1))}</td><td class="v">${esc(money(m.cost, cur))}</td></tr>`).join("")}</tbody></table>`
         : `<p class="hint">${esc(t("energy.idle_none"))}</p>`}`;
   };
 
@@ -216,8 +221,8 @@ export async function render(el, params, ctx) {
     if (!meters.length) { $("#energy-meters").innerHTML = `<p class="hint">${esc(t("energy.meters_none"))}</p>`; return; }
     const opt = (v, d) => (v === null || v === undefined ? "–" : esc(num(v, d)));
     $("#energy-meters").innerHTML = `<table class="values meters"><thead><tr><th>${esc(t("energy.meter"))}</th><th>${esc(t("energy.meter_role"))}</th>
-      <th>${esc(t("energy.energy"))}</th><th>${esc(t("energy.cost"))}</th><th>${esc(t("energy.kw_now"))}</th><th>${esc(t("energy.pf_short"))}</th>
-      <th>${esc(t("energy.v_imbalance"))}</th><th>${esc(t("energy.i_imbalance"))}</th></tr></thead>
+      <th class="v">${esc(t("energy.energy"))}</th><th class="v">${esc(t("energy.cost"))}</th><th class="v">${esc(t("energy.kw_now"))}</th>
+      <th class="v">${esc(t("energy.pf_short"))}</th><th class="v">${esc(t("energy.v_imbalance"))}</th><th class="v">${esc(t("energy.i_imbalance"))}</th></tr></thead>
       <tbody>${meterOrder(meters).map((m) => `<tr data-role="${esc(m.role)}" data-meter="${esc(m.machine_id ?? "")}">
         <td class="${m.role === "main" ? "" : "sub"}">${m.role === "unmetered" ? esc(t("energy.unmetered"))
           : `<a href="#/machine/${encodeURIComponent(m.machine_id)}"><bdi>${esc(m.name || m.machine_id)}</bdi></a>`}</td>
@@ -233,7 +238,7 @@ export async function render(el, params, ctx) {
     if (!outages.length) { box.innerHTML = `<p class="hint">${esc(t("energy.outages_none"))}</p>`; return; }
     const latest = [...outages].sort((a, b) => b.start_ms - a.start_ms);
     box.innerHTML = `<table class="values" id="outage-log"><thead><tr><th>${esc(t("energy.outage_start"))}</th><th>${esc(t("energy.outage_end"))}</th>
-      <th>${esc(t("energy.outage_minutes"))}</th><th>${esc(t("energy.outage_kind"))}</th><th>${esc(t("energy.outage_covered"))}</th></tr></thead>
+      <th class="v">${esc(t("energy.outage_minutes"))}</th><th>${esc(t("energy.outage_kind"))}</th><th>${esc(t("energy.outage_covered"))}</th></tr></thead>
       <tbody>${latest.map((o) => `<tr data-open="${o.open ? "true" : "false"}"><td>${esc(dateTime(o.start_ms))}</td>
         <td>${o.open || o.end_ms === null ? `<span class="due overdue">${esc(t("energy.ongoing"))}</span>` : esc(time(o.end_ms))}</td>
         <td class="v">${esc(num(o.minutes, 0))}</td><td>${esc(label(KINDS, o.kind))}</td><td>${esc(label(SOURCES, o.covered_by))}</td></tr>`).join("")}
@@ -260,13 +265,13 @@ export async function render(el, params, ctx) {
       .map(([k, file]) => `<a class="dl" download data-report="${file}" href="${site}/${file}${q}">${esc(t(k))}</a>`).join("");
   };
   const showBill = (bill) => {
-    const cur = first.currency || "PKR";
+    const cur = bill.currency || first.currency || "PKR";
     if (!monthInput.value) monthInput.value = bill.month;
     links(bill.month);
     $("#energy-bill").innerHTML = `<table class="values bill" data-month="${esc(bill.month)}"><thead><tr><th>${esc(t("energy.bill_item"))}</th>
-      <th>${esc(t("energy.bill_quantity"))}</th><th>${esc(t("energy.bill_rate"))}</th><th>${esc(t("energy.bill_amount"))}</th></tr></thead>
+      <th class="v">${esc(t("energy.bill_quantity"))}</th><th class="v">${esc(t("energy.bill_rate"))}</th><th class="v">${esc(t("energy.bill_amount"))}</th></tr></thead>
       <tbody>${(bill.lines || []).map((l) => `<tr data-item="${esc(l.item)}"><td dir="auto">${esc(l.label)}</td>
-        ${l.unit === cur // a charge on other lines: their amount at a percentage
+        ${PERCENT_OF.includes(l.kind) || l.unit === cur // a charge on other lines: their amount at a percentage
     ? `<td class="v">${esc(money(l.quantity, cur))}</td><td class="v">${esc(pct(l.rate))}</td>`
     : `<td class="v">${esc(num(l.quantity, 2))} ${esc(l.unit || "")}</td><td class="v">${esc(num(l.rate, l.rate !== null && Math.abs(l.rate) < 1 ? 4 : 2))}</td>`}
         <td class="v">${esc(money(l.amount, cur))}</td></tr>`).join("")}</tbody>
