@@ -610,7 +610,8 @@ class EnergyService:
         """The machine's power for idle energy. Over long ranges from 1-minute aggregates: the
         minute's average where the whole minute lies in an idle state, else its lowest reading
         (a minute that holds the start or end of a stop also holds running power, and the
-        machine draws least while it makes nothing)."""
+        machine draws least while it makes nothing; the lower of that minute's and the one
+        before, as a reading holds until the next)."""
         if end - start <= POWER_RAW_LIMIT_MS:
             return await self._power_of(m, start, end, minutes=False)
         for name, scale in (("power_kw", 1.0), ("motor_current_a", KW_PER_AMP)):
@@ -626,7 +627,9 @@ class EnergyService:
             for t, v in avg:
                 i = int(np.searchsorted(starts, t, side="right")) - 1
                 whole = i >= 0 and t + MINUTE_MS <= int(ends[i])
-                value = v if whole else low.get(t, v)
+                # readings hold until the next one, so the minute after a stop's last reading
+                # may hold only running readings: its neighbour's lowest counts too
+                value = v if whole else min(low.get(t, v), low.get(t - MINUTE_MS, v))
                 if isinstance(value, int | float):
                     out.append((t, float(value) * scale))
             return out

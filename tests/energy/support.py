@@ -4,7 +4,8 @@ Site "mill" (Asia/Karachi): main incomer ``MAIN`` (100 kW, 150 kW in January's p
 17:00-21:00), shed feeder ``SHED`` (60 kW), changeover panel ``PW`` (grid out 10:00-11:00 on the
 first day, the generator carrying the plant from 10:01), loom ``L1`` (running 06:00-21:00,
 stopped at 0.35 A otherwise) and compressor ``C1`` (the simulator's, with a 1.0 m³/min leak,
-air demand 3 m³/min while the loom runs). Site "other" has one meter.
+air demand 3 m³/min while the loom runs) and loom ``L2`` (short stops, 10 s samples). Site
+"other" has one meter.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ def loom_running(t: int) -> bool:
     return 6 <= local_hour(t) < 21
 
 
+LOOM2 = (pkt(2026, 1, 5, 6), pkt(2026, 1, 5, 12))
+"""Loom 2 reports every 10 s, 5 s past the ten, from 06:00 to 12:00 on the first day."""
+LOOM2_STOPS = 36
+LOOM2_STOP_MS = 40 * S
+
+
+def loom2_stopped(t: int) -> bool:
+    """Loom 2 stops every tenth minute from the reading 25 s past the minute to the one 65 s
+    past it (40 s): the minute in which a stop ends holds only running readings."""
+    return 20 * S <= (t - LOOM2[0]) % (10 * M) < 60 * S
+
+
 ENERGY_TOML = """
 [sites.mill]
 tariff = "nepra_b2b_tou_example"
@@ -67,6 +80,7 @@ async def build(rt: Runtime) -> None:
     await a.create_machine("PW", "mill-line", "Changeover panel", "power_source", "panel")
     await a.create_machine("L1", "mill-line", "Loom 1", "power_loom", "loom-1")
     await a.create_machine("C1", "mill-line", "Compressor 1", "air_compressor", "comp-1")
+    await a.create_machine("L2", "mill-line", "Loom 2", "power_loom", "loom-2")
     await a.create_machine("OM", "other-line", "Other meter", "energy_meter_3ph", "meter-o")
     await rt.production.refresh()
 
@@ -98,6 +112,12 @@ def samples(start: int = DAY1, end: int = DAY3) -> list[Sample]:
         out += [
             Sample("loom-1", "state", t, "running" if running else "stopped"),
             Sample("loom-1", "motor_current_a", t, LOOM_RUN_A if running else LOOM_STOPPED_A),
+        ]
+    for t in range(LOOM2[0] + 5 * S, LOOM2[1], 10 * S):
+        stopped = loom2_stopped(t)
+        out += [
+            Sample("loom-2", "state", t, "stopped" if stopped else "running"),
+            Sample("loom-2", "motor_current_a", t, LOOM_STOPPED_A if stopped else LOOM_RUN_A),
         ]
     env = Environment(PowerSchedule(3, enabled=False), Weather(3))
     compressor = AirCompressor("comp-1", "C1", 3, start, leak=AirLeak(start, LEAK_M3_MIN))

@@ -18,6 +18,9 @@ from tests.energy.support import (
     DAY3,
     GENERATOR_FROM,
     LEAK_M3_MIN,
+    LOOM2,
+    LOOM2_STOP_MS,
+    LOOM2_STOPS,
     LOOM_STOPPED_A,
     NOW,
     OUTAGE,
@@ -142,6 +145,17 @@ async def test_idle_energy_of_a_stopped_loom_from_its_motor_current(mill: Runtim
     assert loom.idle.hours == pytest.approx(stopped_h, abs=0.05)
     assert loom.idle.kwh == pytest.approx(stopped_h * LOOM_STOPPED_A * KW_PER_AMP, rel=0.01)
     assert s.idle_rate == pytest.approx(COST / KWH)
+
+
+async def test_idle_energy_of_short_stops_from_minute_aggregates(mill: Runtime) -> None:
+    """Over a day the power is read as 1-minute aggregates; stops that begin and end inside a
+    minute still count only the stopped draw."""
+    site = await mill.energy.site("mill")
+    s = await mill.energy.summary(site, LOOM2[0] - H, LOOM2[1] + H)
+    loom = next(m for m in s.idle if m.machine_id == "L2")
+    assert loom.idle.hours == pytest.approx(LOOM2_STOPS * LOOM2_STOP_MS / H, rel=1e-6)
+    exact = LOOM2_STOPS * LOOM2_STOP_MS / H * LOOM_STOPPED_A * KW_PER_AMP
+    assert loom.idle.kwh == pytest.approx(exact, rel=0.02)
 
 
 async def test_the_simulated_air_leak_is_found_and_priced(mill: Runtime) -> None:
