@@ -25,9 +25,21 @@ AMOUNT = re.compile(r"^PKR -?\d[\d,]*(\.\d+)?$")
 
 
 def energy_site(server: Server) -> str:
-    """The demo's site, once the energy API answers for it (skipped where it is not installed)."""
+    """The demo mill's site, once the energy API answers for it (skipped where it is not
+    installed)."""
     with server.api() as api:
-        site: str = api.get("/api/v1/assets").json()[0]["id"]
+        tree = api.get("/api/v1/assets").json()
+        # the simulated mill's site (tests add sites of their own)
+        site: str = next(
+            s["id"]
+            for s in tree
+            if any(
+                m["id"] == "tx-meter-main"
+                for a in s["areas"]
+                for ln in a["lines"]
+                for m in ln["machines"]
+            )
+        )
         r = api.get(f"/api/v1/energy/sites/{site}/summary")
     if r.status_code == 404 and r.json().get("detail") == "Not Found":
         pytest.skip("the energy module is not installed in this build")
@@ -60,7 +72,7 @@ def test_energy_page_shows_cost_supply_and_bill_and_compares_a_bill(
     base = f"/api/v1/energy/sites/{site}"
     # asked before the page: today's figures only grow, so the page shows at least these
     summary = api_get(server, f"{base}/summary")
-    sign_in(browser, server, "#/energy")
+    sign_in(browser, server, f"#/energy/{site}")
     assert "active" in (
         browser.find_element(By.CSS_SELECTOR, "#nav a[data-page=energy]").get_attribute("class")
         or ""
@@ -184,8 +196,8 @@ def test_energy_page_shows_cost_supply_and_bill_and_compares_a_bill(
 
 
 def test_energy_page_in_urdu_is_right_to_left(browser: WebDriver, server: Server) -> None:
-    energy_site(server)
-    sign_in(browser, server, "#/energy")
+    site = energy_site(server)
+    sign_in(browser, server, f"#/energy/{site}")
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#energy-kpis .kpi"))
     Select(browser.find_element(By.ID, "lang")).select_by_value("ur")
     try:
@@ -213,14 +225,14 @@ def test_energy_page_in_urdu_is_right_to_left(browser: WebDriver, server: Server
 
 
 def test_energy_page_fits_a_phone(server: Server) -> None:
-    energy_site(server)
+    site = energy_site(server)
     driver = new_driver(390, 844)
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
     )
     try:
-        sign_in(driver, server, "#/energy")
+        sign_in(driver, server, f"#/energy/{site}")
         wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.bill"))
         time.sleep(0.5)
         overflow = driver.execute_script(
@@ -275,8 +287,31 @@ def test_a_viewer_sees_the_bill_without_the_compare_form(
             headers={"Authorization": f"Bearer {token}"},
         )
         assert refused.status_code == 403, refused.text
-    sign_in(browser, server, "#/energy", user="energy-viewer")
+    sign_in(browser, server, f"#/energy/{site}", user="energy-viewer")
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.bill"))
     assert not browser.find_elements(By.ID, "bill-compare")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#energy-downloads a.dl")) == 2
+    assert errors(browser) == []
+
+
+def test_a_second_site_is_chosen_from_the_selector(browser: WebDriver, server: Server) -> None:
+    first = energy_site(server)
+    with server.api() as api:
+        r = api.post("/api/v1/sites", json={"id": "energy-site-2", "name": "Second mill"})
+        assert r.status_code in (201, 409), r.text
+    sign_in(browser, server, f"#/energy/{first}")
+    select = wait(browser).until(lambda d: d.find_element(By.ID, "energy-site"))
+    assert Select(select).first_selected_option.get_attribute("value") == first
+    Select(select).select_by_value("energy-site-2")
+    wait(browser).until(lambda d: d.current_url.endswith("#/energy/energy-site-2/today"))
+    # a site without meters: its tiles, no meter rows, and a bill of the monthly charges
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#energy-kpis .kpi")) == 6)
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#energy-meters .hint"))
+    assert browser.find_element(By.ID, "energy-coverage").is_displayed()
+    assert (
+        Select(browser.find_element(By.ID, "energy-site")).first_selected_option.get_attribute(
+            "value"
+        )
+        == "energy-site-2"
+    )
     assert errors(browser) == []
