@@ -17,7 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.ensemble import ExtraTreesClassifier, GradientBoostingClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.model_selection import StratifiedKFold
 
 from karkhana.core.errors import InvalidPayload
@@ -87,6 +91,9 @@ class ClassifierParams:
     subsample: float = 1.0
     forest_trees: int = 300
     """Extremely randomised trees averaged with the boosted ones (0: boosted trees alone)."""
+    bagged_trees: int = 0
+    """Trees on bootstrap samples (a random forest trying every feature at each split),
+    averaged in as well (0: none)."""
 
 
 class _Blend:
@@ -189,6 +196,12 @@ class FailureModel:
             members.append(
                 ExtraTreesClassifier(
                     n_estimators=p.forest_trees, max_features=None, random_state=self.seed
+                )
+            )
+        if p.bagged_trees > 0:
+            members.append(
+                RandomForestClassifier(
+                    n_estimators=p.bagged_trees, max_features=None, random_state=self.seed
                 )
             )
         return _Blend(members)

@@ -96,6 +96,25 @@ def test_select_by_cv_keeps_the_better_candidate() -> None:
         select_by_cv([], train.x, train.y, train.columns)
 
 
+def test_bagged_trees_join_the_average() -> None:
+    train = synthetic_failures(600, seed=1)
+    assert train.y is not None
+    three = ClassifierParams(n_estimators=20, forest_trees=20, bagged_trees=20)
+    model = FailureModel(derived=(POWER, STRAIN), trees=three, folds=3)
+    model.fit(train.x, train.y, train.columns)
+    assert model._clf is not None
+    kinds = [type(m).__name__ for m in model._clf.members]
+    assert kinds == [
+        "GradientBoostingClassifier",
+        "ExtraTreesClassifier",
+        "RandomForestClassifier",
+    ]
+    m = model._matrix(train.x[:50], train.columns)
+    expected = np.mean([c.predict_proba(m)[:, 1] for c in model._clf.members], axis=0)
+    np.testing.assert_allclose(model.predict_proba(train.x[:50]), expected)
+    assert model.params()["trees"]["bagged_trees"] == 20
+
+
 def test_columns_by_name() -> None:
     train = synthetic_failures(400, seed=1)
     model = FailureModel(
