@@ -112,7 +112,7 @@ const kpi = (id, value, text, extra = "") => `<div class="kpi" id="${id}" ${extr
 
 export async function render(el, params, ctx) {
   const siteId = params[0] || (ctx.sites[0] || {}).id;
-  let range = params[1] && params[1] in RANGES ? params[1] : "today";
+  let range = params[1] && Object.hasOwn(RANGES, params[1]) ? params[1] : "today";
   if (!siteId) {
     el.innerHTML = `<h1>${esc(t("energy.title"))}</h1><p class="hint">${esc(t("energy.no_site"))}</p>`;
     return null;
