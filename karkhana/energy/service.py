@@ -206,7 +206,8 @@ class Supply:
         return [
             o
             for o in self.timeline.outages
-            if o.start_ms < self.end_ms and (o.end_ms > self.start_ms or o.open)
+            if o.start_ms < self.end_ms
+            and (o.end_ms > self.start_ms or (o.open and o.end_ms == self.start_ms))
         ]
 
     def generator_runs(self) -> list[tuple[int, int]]:
@@ -652,8 +653,17 @@ class EnergyService:
         energy = grid.series() if grid is not None else IntervalSeries.empty()
         cost = period_costs(site.tariff, energy, [start, end], site.tz)[0]
         interval = site.tariff.demand.interval_min if site.tariff.demand else 30
-        kw_max, kw_at = maximum_demand(energy, start, end, site.tz, interval)
         mains = [r for r in readings if r.role.role == "main"]
+        demand_energy = energy
+        step = interval * MINUTE_MS
+        if mains and mains[0].grid.step_ms > step and HOUR_MS % step == 0:
+            # long ranges read meters hourly: the demand needs the main meters at its interval
+            grids = [
+                await self.meter_grid(site.machines[r.role.machine_id], start, end, step)
+                for r in mains
+            ]
+            demand_energy = Grid.total_of(grids).series()
+        kw_max, kw_at = maximum_demand(demand_energy, start, end, site.tz, interval)
         pf_weight = sum(r.grid.series().split([start, end])[0] for r in mains if r.power_factor)
         pf = (
             sum(

@@ -1,7 +1,7 @@
 """A small mill with two days of known energy data, written as committed samples.
 
 Site "mill" (Asia/Karachi): main incomer ``MAIN`` (100 kW, 150 kW in January's peak window
-17:00-21:00), shed feeder ``SHED`` (60 kW), changeover panel ``PW`` (grid out 10:00-11:00 on the
+17:00-21:00, 200 kW from 17:00 to 17:30 on the first day), shed feeder ``SHED`` (60 kW), changeover panel ``PW`` (grid out 10:00-11:00 on the
 first day, the generator carrying the plant from 10:01), loom ``L1`` (running 06:00-21:00,
 stopped at 0.35 A otherwise) and compressor ``C1`` (the simulator's, with a 1.0 m³/min leak,
 air demand 3 m³/min while the loom runs) and loom ``L2`` (short stops, 10 s samples). Site
@@ -41,7 +41,13 @@ LOOM_STOPPED_A = 0.35
 LOOM_RUN_A = 10.0
 
 
+SPIKE = (pkt(2026, 1, 5, 17), pkt(2026, 1, 5, 17, 30))
+"""The main incomer draws 200 kW in this half hour (everything starting at once)."""
+
+
 def main_kw(t: int) -> float:
+    if SPIKE[0] <= t < SPIKE[1]:
+        return 200.0
     return 150.0 if 17 <= local_hour(t) < 21 else 100.0
 
 

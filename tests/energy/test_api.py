@@ -76,7 +76,7 @@ async def test_summary_has_the_contract_fields(api: httpx.AsyncClient) -> None:
     assert s["currency"] == "PKR" and s["timezone"] == "Asia/Karachi"
     assert s["tariff"]["id"] == "nepra_b2b_tou_example"
     periods = {p["period"]: p for p in s["by_period"]}
-    assert periods["peak"]["kwh"] == pytest.approx(1200.0)
+    assert periods["peak"]["kwh"] == pytest.approx(1225.0)
     assert periods["peak"]["rate"] == 46.50
     assert periods["off_peak"]["kwh"] == pytest.approx(4000.0)
     assert sum(p["cost"] for p in s["by_period"]) == pytest.approx(s["cost"])
@@ -87,7 +87,7 @@ async def test_summary_has_the_contract_fields(api: httpx.AsyncClient) -> None:
     assert gen["cost"] == pytest.approx(gen["litres"] * 300.0)
     loom = next(m for m in s["idle"]["machines"] if m["machine_id"] == "L1")
     assert {"machine_id", "name", "kwh", "cost", "idle_hours"} <= loom.keys()
-    assert s["unmetered_kwh"] == pytest.approx(5200.0 - 2880.0)
+    assert s["unmetered_kwh"] == pytest.approx(5225.0 - 2880.0)
 
 
 async def test_default_range_is_today_from_local_midnight(api: httpx.AsyncClient) -> None:
@@ -99,7 +99,7 @@ async def test_default_range_is_today_from_local_midnight(api: httpx.AsyncClient
         "/api/v1/energy/sites/mill/summary",
         params={"start": "2026-01-05T00:00:00+05:00", "end": "2026-01-06T00:00:00+05:00"},
     )
-    assert iso.json()["energy_kwh"] == pytest.approx(2600.0)
+    assert iso.json()["energy_kwh"] == pytest.approx(2625.0)
 
 
 async def test_meters_series_outages_intensity(api: httpx.AsyncClient) -> None:

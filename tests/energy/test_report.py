@@ -51,13 +51,14 @@ async def test_csv_sections_and_figures(month: MonthData) -> None:
     rows = list(csv.reader(io.StringIO(render_csv(month))))
     assert rows[0] == list(LABELS["title"])
     bill = {r[0]: r for r in _section(rows, "bill")}
-    assert bill["Energy, peak"][1] == "1,200.00" and bill["Energy, peak"][4] == "55,800"
+    assert bill["Energy, peak"][1] == "1,225.00"
+    assert bill["Energy, peak"][4] == f"{1225 * 46.50:,.0f}"
     assert bill["Energy, off-peak"][4] == "154,000"
     assert bill["Total"][4] == f"{month.bill.total:,.0f}"
     days = _section(rows, "days")
     # 1-6 January (the clock stands at midnight on the 7th); data from the 5th
     assert [d[0] for d in days] == [f"2026-01-0{i}" for i in range(1, 7)]
-    assert [d[1] for d in days[4:]] == ["2,600.0", "2,600.0"]
+    assert [d[1] for d in days[4:]] == ["2,625.0", "2,600.0"]
     assert days[0][4] == "0%" and days[5][4] == "100%"
     supply = {r[0]: r[1] for r in _section(rows, "supply")}
     assert supply["Outages"] == "1" and supply["Outage hours"] == "1.0"

@@ -24,8 +24,8 @@ from tests.energy.support import (
     LOOM_STOPPED_A,
     NOW,
     OUTAGE,
+    SPIKE,
     H,
-    M,
     load,
     pkt,
     write_config,
@@ -33,7 +33,7 @@ from tests.energy.support import (
 
 pytestmark = pytest.mark.anyio
 
-PEAK_KWH = 150.0 * 4 * 2  # 17:00-21:00 on two January days
+PEAK_KWH = 150.0 * 4 * 2 + 50.0 * 0.5  # 17:00-21:00 on two January days, the half-hour spike
 OFF_PEAK_KWH = 100.0 * 20 * 2
 KWH = PEAK_KWH + OFF_PEAK_KWH
 COST = PEAK_KWH * 46.50 + OFF_PEAK_KWH * 38.50 + KWH * (1.50 + 2.00)  # rates + FPA + QTA
@@ -102,7 +102,7 @@ async def test_summary_splits_energy_and_cost_at_the_peak_window(mill: Runtime) 
     assert s.cost.kwh_peak == pytest.approx(PEAK_KWH)
     assert s.cost.kwh_off_peak == pytest.approx(OFF_PEAK_KWH)
     assert s.cost.amount == pytest.approx(COST)
-    assert s.demand_kw_max == pytest.approx(150.0)
+    assert s.demand_kw_max == pytest.approx(200.0)
     assert s.demand_max_at_ms == pkt(2026, 1, 5, 17)
     assert s.power_factor == pytest.approx(0.95)
     assert s.unmetered_kwh == pytest.approx(KWH - 60.0 * 48)
@@ -113,7 +113,16 @@ async def test_a_part_of_a_day_is_cut_pro_rata(mill: Runtime) -> None:
     site = await mill.energy.site("mill")
     s = await mill.energy.summary(site, pkt(2026, 1, 5, 16), pkt(2026, 1, 5, 18, 30))
     assert s.cost.kwh_off_peak == pytest.approx(100.0)
-    assert s.cost.kwh_peak == pytest.approx(150.0 * 1.5)
+    assert s.cost.kwh_peak == pytest.approx(150.0 * 1.5 + 25.0)
+
+
+async def test_a_long_range_still_finds_the_half_hour_maximum(mill: Runtime) -> None:
+    """Over more than 7 days meters are read hourly; the demand is read at 30 minutes."""
+    site = await mill.energy.site("mill")
+    s = await mill.energy.summary(site, DAY3 - 10 * 24 * H, DAY3)
+    assert s.energy.end_ms[0] - s.energy.start_ms[0] == H
+    assert s.cost.kwh == pytest.approx(KWH)
+    assert s.demand_kw_max == pytest.approx(200.0) and s.demand_max_at_ms == SPIKE[0]
 
 
 async def test_outage_and_generator_diesel_from_the_panel(mill: Runtime) -> None:
@@ -177,8 +186,11 @@ async def test_the_simulated_air_leak_is_found_and_priced(mill: Runtime) -> None
     off_peak = next(i.advice for i in items if i.advice.kind == "shift_off_peak")
     assert off_peak.figure("peak_kwh") == pytest.approx(PEAK_KWH)
     assert off_peak.saving_pkr_month == pytest.approx(PEAK_KWH * 15 * (46.50 - 38.50))
-    # a steady maximum demand leaves nothing to stagger
-    assert "stagger_startups" not in kinds
+    # the 200 kW half hour against the month's 95th percentile half hour, 150 kW, at 1,250/kW
+    stagger = next(i.advice for i in items if i.advice.kind == "stagger_startups")
+    assert stagger.figure("max_kw") == pytest.approx(200.0)
+    assert stagger.figure("target_kw") == pytest.approx(150.0)
+    assert stagger.saving_pkr_month == pytest.approx(50.0 * 1250.0)
 
 
 async def test_monthly_bill_from_half_hour_rollups(mill: Runtime) -> None:
@@ -189,7 +201,8 @@ async def test_monthly_bill_from_half_hour_rollups(mill: Runtime) -> None:
     # the readings run to 00:00 on the 7th: the minute after it is the only energy beyond DAY3
     assert bill.kwh_peak == pytest.approx(PEAK_KWH)
     assert bill.kwh_off_peak == pytest.approx(OFF_PEAK_KWH)
-    assert bill.line("mdi").quantity == pytest.approx(150.0)
+    assert bill.line("mdi").quantity == pytest.approx(200.0)
+    assert bill.mdi_at_ms == SPIKE[0]
     assert bill.power_factor == pytest.approx(0.95)
     assert bill.coverage == pytest.approx(2 / 31, abs=1e-4)
     assert bill.total == pytest.approx(sum(line.amount for line in bill.lines))
@@ -211,11 +224,11 @@ async def test_meters_series_and_unknown_site(mill: Runtime) -> None:
     series = await mill.energy.series(site, DAY1, DAY1 + 24 * H, "hour")
     assert len(series) == 24
     assert [r["period"] for r in series[16:22]] == ["off_peak"] + ["peak"] * 4 + ["off_peak"]
-    assert series[17]["kwh"] == pytest.approx(150.0)
-    assert series[17]["demand_kw"] == pytest.approx(150.0)
+    assert series[17]["kwh"] == pytest.approx(175.0)
+    assert series[17]["demand_kw"] == pytest.approx(200.0)
     assert series[10]["source"] == "generator" and series[9]["source"] == "grid"
     days = await mill.energy.series(site, DAY1, DAY3, "day")
-    assert [d["kwh"] for d in days] == pytest.approx([KWH / 2, KWH / 2])
+    assert [d["kwh"] for d in days] == pytest.approx([2625.0, 2600.0])
     with pytest.raises(NotFound):
         await mill.energy.site("nowhere")
     with pytest.raises(InvalidPayload):
@@ -234,4 +247,3 @@ async def test_energy_per_unit_from_the_loom_current(mill: Runtime) -> None:
     assert loom["kwh"] == pytest.approx(expected, rel=0.01)
     assert loom["estimated"] is True
     assert loom["kwh_per_unit"] is None  # the test loom reports no picks
-    assert M == 60_000
