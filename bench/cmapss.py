@@ -10,6 +10,12 @@ figure; run with OMP_NUM_THREADS=1 to keep OpenMP threads from spinning while th
 core). The baseline, trained in the same run, is a ridge regression on the same
 per-regime-normalised window features.
 
+RMSE and score are given twice: against ``RUL_FD00x`` as it is, and against it capped at 125 like
+the training target. A model that never predicts more than 125 cannot do better than the first
+line's floor (printed: the error of predicting exactly min(truth, 125)); on FD002 that floor's
+score alone is above the published AGCNN score, so published figures of this kind can only be
+compared with the second.
+
 Hyperparameters were chosen by 4-fold cross-validation over training units only
 (``--validate`` prints it); the test split is only scored.
 
@@ -117,11 +123,15 @@ def main() -> int:
         capped = np.minimum(true, CAP)
         covered_capped = float(np.mean((capped >= pred.lower) & (capped <= pred.upper)))
         m_rmse, m_score = rmse(pred.rul, true), phm08_score(pred.rul, true)
+        c_rmse, c_score = rmse(pred.rul, capped), phm08_score(pred.rul, capped)
         rows.append(
             [
                 name,
                 f"{m_rmse:.2f}",
                 f"{m_score:,.0f}",
+                f"{rmse(capped, true):.2f} / {phm08_score(capped, true):,.0f}",
+                f"{c_rmse:.2f}",
+                f"{c_score:,.0f}",
                 f"{covered:.0%} / {covered_capped:.0%}",
                 f"{model.fit_seconds:.0f} / {cpu:.0f}",
                 f"{rmse(base, true):.2f}",
@@ -131,11 +141,15 @@ def main() -> int:
             ]
         )
         t_rmse, t_score = TARGETS[name]
-        met = m_rmse <= t_rmse and m_score <= t_score
-        checks.append(
-            f"{name}: RMSE {m_rmse:.2f} (target <= {t_rmse}), score {m_score:,.0f} "
-            f"(target <= {t_score:,.0f}): {'met' if met else 'NOT met'}"
-        )
+        for label, r, sc in (
+            ("truth as given", m_rmse, m_score),
+            ("truth capped", c_rmse, c_score),
+        ):
+            met = r <= t_rmse and sc <= t_score
+            checks.append(
+                f"{name}, {label}: RMSE {r:.2f} (target <= {t_rmse}), score {sc:,.0f} "
+                f"(target <= {t_score:,.0f}): {'met' if met else 'NOT met'}"
+            )
         if args.validate:
             v_rmse, v_score = validate(data, args.seed)
             checks.append(
@@ -150,6 +164,9 @@ def main() -> int:
                 "subset",
                 "RMSE",
                 "score",
+                "floor at cap (RMSE / score)",
+                "RMSE, truth capped",
+                "score, truth capped",
                 "80% interval covers (true / capped)",
                 "fit s (wall / CPU)",
                 "ridge RMSE",
