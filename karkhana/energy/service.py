@@ -53,6 +53,7 @@ from karkhana.energy.model import (
     Tariff,
 )
 from karkhana.energy.sources import (
+    BACKUP_KINDS,
     FuelCurve,
     GeneratorUse,
     Outage,
@@ -834,9 +835,21 @@ class EnergyService:
         grace = self.production.profiles.outage_grace_ms
         rows = []
         for o in found:
-            covered = (
-                "generator" if o.generator_ms > 0 else ("backup" if o.backup_ms > 0 else "none")
-            )
+            covered = "none"
+            if o.generator_ms > 0:
+                covered = "generator"
+            elif o.backup_ms > 0:
+                covered = supply.source_at(o.start_ms, o.end_ms)  # solar or UPS
+                if covered not in BACKUP_KINDS:
+                    spans = supply.timeline.spans if supply.timeline else ()
+                    covered = next(
+                        (
+                            s.source
+                            for s in spans
+                            if s.source in BACKUP_KINDS and s.end_ms > o.start_ms
+                        ),
+                        "backup",
+                    )
             rows.append(
                 {
                     "start_ms": o.start_ms,
