@@ -18,25 +18,38 @@ from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 from karkhana.core.errors import ConfigError
-from karkhana.energy.waste import AirLeakEvidence, IdleEnergy, MonthDemand, WindowEnergy
+from karkhana.energy.waste import (
+    AirLeakEvidence,
+    AirLeakFit,
+    IdleEnergy,
+    MonthDemand,
+    WindowEnergy,
+)
 
 DAY_MS = 86_400_000
 
 Lang = Literal["en", "ur"]
 LANGS: tuple[str, ...] = get_args(Lang)
-AdviceKind = Literal["shift_off_peak", "stagger_startups", "fix_air_leak", "switch_off_idle"]
+AdviceKind = Literal[
+    "shift_off_peak",
+    "stagger_startups",
+    "fix_air_leak",
+    "fix_air_leak_running",
+    "switch_off_idle",
+]
 
 TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     "shift_off_peak": {
         "en": (
             "Run {subject} off-peak",
-            "{subject} used {peak_kwh} kWh in peak hours over {observed_days} days "
-            "({monthly_kwh} kWh a month). Run it off-peak: {monthly_kwh} kWh x "
+            "{subject} used {peak_kwh} kWh in the peak hours ({hours}) over {observed_days} "
+            "days ({monthly_kwh} kWh a month). Run it off-peak: {monthly_kwh} kWh x "
             "({peak_rate} - {off_peak_rate}) PKR/kWh = {saving} PKR a month.",
         ),
         "ur": (
             "{subject} کو پیک اوقات کے بعد چلائیں",
-            "{subject} نے {observed_days} دن میں پیک اوقات میں {peak_kwh} kWh بجلی استعمال کی "
+            "{subject} نے {observed_days} دن میں پیک اوقات ({hours}) میں {peak_kwh} kWh بجلی "
+            "استعمال کی "
             "(مہینے میں {monthly_kwh} kWh)۔ اسے آف پیک اوقات میں چلائیں: {monthly_kwh} kWh x "  # noqa: RUF001
             "({peak_rate} - {off_peak_rate}) روپے فی kWh = ماہانہ {saving} روپے کی بچت۔",  # noqa: RUF001
         ),
@@ -77,6 +90,26 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
             "{rate} روپے فی kWh = ماہانہ {saving} روپے کی بچت۔",  # noqa: RUF001
         ),
     },
+    "fix_air_leak_running": {
+        "en": (
+            "Fix the compressed-air leaks on {subject}",
+            "While production ran, {subject} {delivered} with no machine running: the line "
+            "through {points} spans of {bucket_min} minutes, its {measure} against the machines "
+            "running ({users_min} to {users_max}), R² {r2}. Less {own_use} {unit} {own_use_is}, "
+            "{leak} {unit} is air nobody uses: leaks costing {leak_kw} kW. A leak runs all "
+            "month: {leak_kw} kW x {hours_per_month} h = {monthly_kwh} kWh x {rate} PKR/kWh = "
+            "{saving} PKR a month.",
+        ),
+        "ur": (
+            "{subject} پر کمپریسڈ ہوا کی لیکیج ٹھیک کریں",
+            "پیداوار چلتے ہوئے، کوئی مشین نہ چلنے پر {subject} {delivered}: {bucket_min} منٹ "
+            "کے {points} حصوں میں اس کا {measure} چلتی مشینوں ({users_min} سے {users_max}) کے "
+            "مقابلے میں سیدھی لکیر پر، R² {r2}۔ اس میں سے {own_use} {unit} {own_use_is} نکال "  # noqa: RUF001
+            "کر {leak} {unit} ہوا کوئی استعمال نہیں کرتا: لیکیج پر {leak_kw} kW خرچ ہو رہے "
+            "ہیں۔ لیکیج پورا مہینہ چلتی ہے: {leak_kw} kW x {hours_per_month} گھنٹے = "  # noqa: RUF001
+            "{monthly_kwh} kWh x {rate} روپے فی kWh = ماہانہ {saving} روپے کی بچت۔",  # noqa: RUF001
+        ),
+    },
     "switch_off_idle": {
         "en": (
             "Switch off {subject} when it stops",
@@ -102,6 +135,18 @@ PHRASES: dict[str, dict[str, str]] = {
         "ur": "اندازاً {leak_flow} m³/min ہوا ضائع",
     },
     "flow_unmeasured": {"en": "air flow not measured", "ur": "ہوا کا بہاؤ ناپا نہیں گیا"},
+    "delivered_m3/min": {
+        "en": "delivered {intercept} m³/min",
+        "ur": "نے {intercept} m³/min ہوا دی",
+    },
+    "delivered_kW": {"en": "drew {intercept} kW", "ur": "نے {intercept} kW بجلی لی"},
+    "measure_m3/min": {"en": "air flow", "ur": "ہوا کا بہاؤ"},
+    "measure_kW": {"en": "power", "ur": "بجلی"},
+    "own_use_m3/min": {"en": "that it uses itself", "ur": "جو یہ خود استعمال کرتا ہے"},
+    "own_use_kW": {
+        "en": "that it draws anyway (running unloaded, its own use)",
+        "ur": "جو یہ ویسے بھی لیتا ہے (بغیر لوڈ چلنا، اپنا استعمال)",
+    },
     "none_recorded": {"en": "none recorded", "ur": "کوئی درج نہیں"},
     "list_separator": {"en": ", ", "ur": "، "},
 }
@@ -160,6 +205,11 @@ class Advice:
         if self.kind == "fix_air_leak":
             key = "flow_measured" if "leak_flow" in values else "flow_unmeasured"
             values["flow"] = PHRASES[key][lang].format(**values)
+        if self.kind == "fix_air_leak_running":
+            unit = "kW" if values["unit"] == "kW" else "m3/min"
+            for phrase in ("delivered", "measure", "own_use_is"):
+                key = f"{'own_use' if phrase == 'own_use_is' else phrase}_{unit}"
+                values[phrase] = PHRASES[key][lang].format(**values)
         return values
 
     def title(self, lang: Lang = "en") -> str:
@@ -186,8 +236,10 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:,.1f}".removesuffix(".0")
     if unit in ("kW", "%"):
         return f"{value:,.1f}"
-    if unit == "m3/min":
+    if unit in ("m3/min", "R2", "kW/(m3/min)"):
         return f"{value:,.2f}"
+    if unit == "machines":
+        return f"{value:,.1f}".removesuffix(".0")
     return f"{value:g}"
 
 
@@ -212,11 +264,13 @@ def shift_off_peak(
     peak_rate: float,
     off_peak_rate: float,
     evidence: Evidence,
+    hours: str = "",
     days_per_month: float = 30.0,
 ) -> Advice:
     """Move a flexible load out of the peak-tariff hours: peak kWh a month x (peak - off-peak).
 
-    ``peak`` is the load's energy in the peak windows over ``evidence``'s span.
+    ``peak`` is the load's energy in the peak windows over ``evidence``'s span; ``hours`` names
+    those windows in local time (``"17:00-21:00"``).
     """
     _rate(peak_rate, "peak_rate")
     _rate(off_peak_rate, "off_peak_rate")
@@ -237,6 +291,7 @@ def shift_off_peak(
             Figure("monthly_kwh", monthly, "kWh"),
         ),
         evidence=evidence,
+        labels=(("hours", hours or "-"),),
     )
 
 
@@ -311,6 +366,50 @@ def fix_air_leak(
         saving_pkr_month=monthly * rate,
         figures=tuple(figures),
         evidence=evidence,
+    )
+
+
+def fix_air_leak_running(
+    subject: str,
+    fit: AirLeakFit,
+    *,
+    rate: float,
+    evidence: Evidence,
+    hours_per_month: float = 720.0,
+) -> Advice | None:
+    """Fix the leaks found while production runs (:func:`~karkhana.energy.waste.air_leak_in_production`):
+    leak kW x the hours of a month x the energy rate. None unless the fit flagged a leak."""
+    _rate(rate, "rate")
+    if not fit.flagged or fit.leak_kw is None:
+        return None
+    monthly = fit.leak_kw * hours_per_month
+    unit = fit.unit
+    figures = [
+        Figure("points", fit.points, ""),
+        Figure("bucket_min", fit.bucket_ms / 60_000, ""),
+        Figure("users_min", fit.users_min, "machines"),
+        Figure("users_max", fit.users_max, "machines"),
+        Figure("r2", fit.r2, "R2"),
+        Figure("intercept", fit.intercept, unit),
+        Figure("intercept_se", fit.intercept_se, unit),
+        Figure("own_use", fit.own_use, unit),
+        Figure("leak", fit.leak, unit),
+    ]
+    if fit.kw_per_m3_min is not None:
+        figures.append(Figure("kw_per_m3_min", fit.kw_per_m3_min, "kW/(m3/min)"))
+    figures += [
+        Figure("leak_kw", fit.leak_kw, "kW"),
+        Figure("hours_per_month", hours_per_month, "h"),
+        Figure("rate", rate, "PKR/kWh"),
+        Figure("monthly_kwh", monthly, "kWh"),
+    ]
+    return Advice(
+        kind="fix_air_leak_running",
+        subject=subject,
+        saving_pkr_month=monthly * rate,
+        figures=tuple(figures),
+        evidence=evidence,
+        labels=(("unit", "m³/min" if unit == "m3/min" else unit),),
     )
 
 

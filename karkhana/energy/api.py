@@ -35,6 +35,7 @@ ADVICE_KINDS = {
     "shift_off_peak": "off_peak",
     "stagger_startups": "stagger",
     "fix_air_leak": "air_leak",
+    "fix_air_leak_running": "air_leak",
     "switch_off_idle": "idle",
 }
 """The advice module's kinds as the API names them."""

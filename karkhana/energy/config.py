@@ -12,6 +12,8 @@ site its own values and its meter hierarchy::
     reading_day = 1
     main_meter = "tx-meter-main"
     sub_meters = ["tx-meter-shed1", "tx-meter-shed2"]
+    flexible = ["pump-1", "washer-2"]          # loads that can run outside the peak hours
+    air_own_use_m3_min = { "tx-compressor-1" = 0.3 }   # air a compressor uses itself (dryer)
 
 Without a hierarchy in the file, the rule of :func:`meter_roles` applies: the meter whose id or
 name says "main" or "incomer" (or the only meter) is the main meter and every other meter of the
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ _SITE_KEYS = {
     "reading_day",
     "main_meter",
     "sub_meters",
+    "flexible",
+    "air_own_use_m3_min",
+    "air_own_use_kw",
 }
 MAIN_WORDS = re.compile(r"main|incomer", re.IGNORECASE)
 
@@ -55,6 +60,13 @@ class SiteEnergyConfig:
     main_meter: str | None = None
     sub_meters: tuple[str, ...] | None = None
     """None: decided by :func:`meter_roles`."""
+    flexible: tuple[str, ...] = ()
+    """Machines whose work can be moved out of the peak-tariff hours (pumps, washers, chillers
+    filling a store); only these get the off-peak recommendation."""
+    air_own_use_m3_min: Mapping[str, float] = field(default_factory=dict)
+    """Air each compressor uses itself (dryer purge, drains), not counted as leaks."""
+    air_own_use_kw: Mapping[str, float] = field(default_factory=dict)
+    """The same in kW above the unloaded draw, for compressors metered by power only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,19 @@ def _site(path: Path, site_id: str, raw: object, defaults: SiteEnergyConfig) -> 
             raise ConfigError(f"{path}: {where}.sub_meters: repeats a meter or the main meter")
     values["main_meter"] = main
     values["sub_meters"] = None if subs is None else tuple(subs)
+    flexible = raw.get("flexible", [])
+    if not isinstance(flexible, list) or not all(isinstance(f, str) and f for f in flexible):
+        raise ConfigError(f"{path}: {where}.flexible: expected a list of machine ids")
+    if len(set(flexible)) != len(flexible):
+        raise ConfigError(f"{path}: {where}.flexible: repeats a machine")
+    values["flexible"] = tuple(flexible)
+    for key in ("air_own_use_m3_min", "air_own_use_kw"):
+        table = raw.get(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {where}.{key}: expected a table of compressor ids")
+        values[key] = {
+            str(mid): _number(path, f"{where}.{key}.{mid}", v) for mid, v in table.items()
+        }
     return SiteEnergyConfig(**values)
 
 

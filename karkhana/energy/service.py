@@ -16,12 +16,14 @@ meter hierarchy is in :mod:`karkhana.energy.config`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -30,7 +32,7 @@ import numpy.typing as npt
 from karkhana.assets.service import AssetService
 from karkhana.core.clock import Clock
 from karkhana.core.errors import ConfigError, InvalidPayload, NotFound
-from karkhana.core.model import Value
+from karkhana.core.model import Point, Value
 from karkhana.energy import advice as advice_mod
 from karkhana.energy.billing import (
     billing_period,
@@ -65,9 +67,12 @@ from karkhana.energy.tariff import at_local, local_date, peak_spans
 from karkhana.energy.waste import (
     IDLE_STATES,
     AirLeakEvidence,
+    AirLeakFit,
     IdleEnergy,
     WindowEnergy,
     air_leak,
+    air_leak_in_production,
+    energy_in_windows,
     idle_energy,
     merge_windows,
     peak_demand,
@@ -283,12 +288,74 @@ class MonthData:
     advice: list[AdviceItem] = field(default_factory=list)
 
 
+_READS: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("energy_reads", default=None)
+"""Store answers already read in this request; None outside one."""
+
+_S = TypeVar("_S")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _reads_once(
+    fn: Callable[Concatenate[_S, _P], Awaitable[_T]],
+) -> Callable[Concatenate[_S, _P], Awaitable[_T]]:
+    """Within the decorated call (and the calls it makes) each series is read from the store
+    once; the answers are dropped when the outermost call returns."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if _READS.get() is not None:
+            return await fn(self, *args, **kwargs)
+        token = _READS.set({})
+        try:
+            return await fn(self, *args, **kwargs)
+        finally:
+            _READS.reset(token)
+
+    return wrapper
+
+
 def _floor(t: int, step: int) -> int:
     return t - t % step
 
 
 def _ceil(t: int, step: int) -> int:
     return -((-t) // step) * step
+
+
+def _numbers(series: Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The numeric samples of a series as arrays of times and values."""
+    pairs = [(t, float(v)) for t, v in series if isinstance(v, int | float)]
+    return (
+        np.array([t for t, _ in pairs], np.int64),
+        np.array([v for _, v in pairs], np.float64),
+    )
+
+
+def _at(
+    series: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]],
+    t: npt.NDArray[np.int64],
+    default: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """The series' value at exactly each of ``t`` (sorted times), else ``default``."""
+    ts, values = series
+    if ts.size == 0:
+        return default
+    i = np.clip(np.searchsorted(ts, t), 0, ts.size - 1)
+    return np.where(ts[i] == t, values[i], default)
+
+
+def _local_hours(windows: Sequence[tuple[int, int]], tz: ZoneInfo) -> str:
+    """The distinct local clock spans of ``windows``, as ``"17:00-21:00"``."""
+    seen: list[str] = []
+    for a, b in windows:
+        text = (
+            f"{datetime.fromtimestamp(a / 1000, tz):%H:%M}-"
+            f"{datetime.fromtimestamp(b / 1000, tz):%H:%M}"
+        )
+        if text not in seen:
+            seen.append(text)
+    return ", ".join(seen)
 
 
 def parse_month(month: str) -> tuple[int, int]:
@@ -410,6 +477,27 @@ class EnergyService:
         first = local_date(start, site.tz)
         return f"{first.year:04d}-{first.month:02d}", start, end
 
+    async def _query(
+        self,
+        device_id: str,
+        key: str,
+        start: int,
+        end: int,
+        bucket: int | None = None,
+        agg: Agg = Agg.AVG,
+    ) -> list[Point]:
+        """The store's answer, read once per request (:func:`_reads_once`): the month's report
+        and the advice in it ask for the same series."""
+        memo = _READS.get()
+        memo_key = ("query", device_id, key, start, end, bucket, agg)
+        if memo is not None and memo_key in memo:
+            got: list[Point] = memo[memo_key]
+            return got
+        points = await self.store.query(device_id, key, start, end, bucket, agg)
+        if memo is not None:
+            memo[memo_key] = points
+        return points
+
     # -- meters ---------------------------------------------------------------------------
     async def meter_grid(self, m: MachineRef, start: int, end: int, step: int) -> Grid:
         """kWh per ``step`` bucket of one meter from the rollups: the counter's first reading in
@@ -423,14 +511,14 @@ class EnergyService:
         tail: tuple[int, int] | None = None
         if counter is not None:
             dev, key = counter
-            points = await self.store.query(dev, key, t0, t0 + (n + 1) * step, step, Agg.FIRST)
+            points = await self._query(dev, key, t0, t0 + (n + 1) * step, step, Agg.FIRST)
             nums = [(p.ts, float(p.value)) for p in points if isinstance(p.value, int | float)]
             if nums and nums[-1][0] < t0 + n * step:
                 # the data ends inside the range: close the last bucket at its last reading
                 b = nums[-1][0]
                 raw = [
                     (p.ts, float(p.value))
-                    for p in await self.store.query(dev, key, b, min(b + step, end))
+                    for p in await self._query(dev, key, b, min(b + step, end))
                     if isinstance(p.value, int | float)
                 ]
                 if raw and raw[-1][0] > b:
@@ -444,7 +532,7 @@ class EnergyService:
             return Grid(t0, step, end, kwh, *tail) if tail else Grid(t0, step, end, kwh)
         power = m.bindings.get("power_kw")
         if power is not None:
-            for p in await self.store.query(
+            for p in await self._query(
                 power[0], power[1], t0, t0 + n * step, bucket=step, agg=Agg.AVG
             ):
                 if isinstance(p.value, int | float):
@@ -457,7 +545,7 @@ class EnergyService:
         if b is None:
             return None
         pf = np.full(grid.kwh.size, np.nan)
-        for p in await self.store.query(
+        for p in await self._query(
             b[0], b[1], grid.t0, grid.t0 + grid.kwh.size * grid.step_ms, grid.step_ms, Agg.AVG
         ):
             if isinstance(p.value, int | float):
@@ -496,11 +584,11 @@ class EnergyService:
 
     # -- the supply -----------------------------------------------------------------------
     async def _signal(self, binding: Binding, start: int, end: int) -> Series:
-        points = await self.store.query(binding[0], binding[1], start, end)
+        points = await self._query(binding[0], binding[1], start, end)
         return [(p.ts, p.value) for p in points if p.value is not None]
 
     async def _signal_minutes(self, binding: Binding, start: int, end: int, agg: Agg) -> Series:
-        points = await self.store.query(binding[0], binding[1], start, end, MINUTE_MS, agg)
+        points = await self._query(binding[0], binding[1], start, end, MINUTE_MS, agg)
         return [(p.ts, p.value) for p in points if p.value is not None]
 
     async def supply(self, site: Site, start: int, end: int) -> Supply:
@@ -579,7 +667,14 @@ class EnergyService:
     async def _intervals(
         self, ids: Sequence[str], start: int, end: int
     ) -> dict[str, list[tuple[int, int, str]]]:
-        got = await self.production.intervals(ids, start, end)
+        memo = _READS.get()
+        memo_key = ("intervals", tuple(ids), start, end)
+        if memo is not None and memo_key in memo:
+            got = memo[memo_key]
+        else:
+            got = await self.production.intervals(ids, start, end)
+            if memo is not None:
+                memo[memo_key] = got
         return {
             mid: [
                 (max(iv.start_ms, start), min(iv.end_ms, end), str(iv.state))
@@ -620,21 +715,18 @@ class EnergyService:
             b = m.bindings.get(name)
             if b is None:
                 continue
-            avg = await self._signal_minutes(b, start, end, Agg.AVG)
-            low = dict(await self._signal_minutes(b, start, end, Agg.MIN))
+            avg = _numbers(await self._signal_minutes(b, start, end, Agg.AVG))
+            low = _numbers(await self._signal_minutes(b, start, end, Agg.MIN))
             idle = merge_windows((s, e) for s, e, st in intervals if st in IDLE_STATES)
             starts = np.array([a for a, _ in idle], np.int64)
             ends = np.array([e for _, e in idle], np.int64)
-            out: Series = []
-            for t, v in avg:
-                i = int(np.searchsorted(starts, t, side="right")) - 1
-                whole = i >= 0 and t + MINUTE_MS <= int(ends[i])
-                # readings hold until the next one, so the minute after a stop's last reading
-                # may hold only running readings: its neighbour's lowest counts too
-                value = v if whole else min(low.get(t, v), low.get(t - MINUTE_MS, v))
-                if isinstance(value, int | float):
-                    out.append((t, float(value) * scale))
-            return out
+            t, v = avg
+            i = np.searchsorted(starts, t, side="right") - 1
+            whole = (i >= 0) & (t + MINUTE_MS <= ends[np.clip(i, 0, None)]) if idle else i >= 0
+            # readings hold until the next one, so the minute after a stop's last reading
+            # may hold only running readings: its neighbour's lowest counts too
+            value = np.where(whole, v, np.minimum(_at(low, t, v), _at(low, t - MINUTE_MS, v)))
+            return list(zip(t.tolist(), (value * scale).tolist(), strict=True))
         return None
 
     @staticmethod
@@ -647,6 +739,7 @@ class EnergyService:
         return (base or 0.0) + adj
 
     # -- answers --------------------------------------------------------------------------
+    @_reads_once
     async def summary(self, site: Site, start: int, end: int) -> Summary:
         self.check_range(start, end)
         readings = await self.read_meters(site, start, end)
@@ -707,6 +800,7 @@ class EnergyService:
             coverage=min(1.0, coverage),
         )
 
+    @_reads_once
     async def meters(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
         self.check_range(start, end)
         readings = await self.read_meters(site, start, end)
@@ -775,6 +869,7 @@ class EnergyService:
             "current_imbalance_pct": phases("current", "a"),
         }
 
+    @_reads_once
     async def series(self, site: Site, start: int, end: int, bucket: str) -> list[dict[str, Any]]:
         self.check_range(start, end)
         if bucket not in ("hour", "day"):
@@ -822,6 +917,7 @@ class EnergyService:
             return "peak"
         return "mixed"
 
+    @_reads_once
     async def outages(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
         """The outages with the production stops labelled as caused by them."""
         self.check_range(start, end)
@@ -868,6 +964,7 @@ class EnergyService:
             )
         return rows
 
+    @_reads_once
     async def bill(self, site: Site, month: str | None) -> tuple[str, Bill]:
         label, start, end = self.month_range(site, month)
         interval = site.tariff.demand.interval_min if site.tariff.demand else 30
@@ -904,6 +1001,7 @@ class EnergyService:
         label, bill = await self.bill(site, month)
         return label, compare(bill, actual)
 
+    @_reads_once
     async def advice(self, site: Site, start: int, end: int) -> list[AdviceItem]:
         """Savings found in ``[start, end)``, largest first."""
         self.check_range(start, end)
@@ -920,31 +1018,7 @@ class EnergyService:
         # and over the time with data: a plant monitored for three days is not scaled from seven
         seen = max(start, int(energy.start_ms[0])) if len(energy) else start
         tariff = site.tariff
-        if tariff.time_of_use and cost.kwh_peak > 0 and span_end > seen:
-            assert tariff.peak_rate is not None and tariff.off_peak_rate is not None
-            peaks = peak_spans(tariff, start, end, site.tz)
-            items.append(
-                AdviceItem(
-                    advice_mod.shift_off_peak(
-                        subject,
-                        WindowEnergy(
-                            cost.kwh_peak,
-                            int(energy.covered_ms([start, end])[0]),
-                            int(sum(int(b) - int(a) for a, b in peaks)),
-                        ),
-                        peak_rate=tariff.peak_rate,
-                        off_peak_rate=tariff.off_peak_rate,
-                        evidence=advice_mod.Evidence(
-                            "main meter energy_kwh",
-                            seen,
-                            span_end,
-                            tuple((int(a), int(b)) for a, b in peaks),
-                            "peak-tariff hours",
-                        ),
-                    ),
-                    site.id,
-                )
-            )
+        items += await self._off_peak(site, readings, start, end, span_end)
         mains = [r for r in readings if r.role.role == "main"]
         consumers = self._consumers(site)
         intervals = await self._intervals([m.id for m in consumers], start, end)
@@ -983,19 +1057,44 @@ class EnergyService:
         }
         quiet = quiet_windows(producers, start, span_end) if producers else []
         for m in site.machines.values():
-            if m.template != COMPRESSOR_TEMPLATE or not quiet:
+            if m.template != COMPRESSOR_TEMPLATE:
                 continue
-            leak = await self.air_leak_of(m, quiet)
-            if leak is None:
-                continue
-            got = advice_mod.fix_air_leak(
-                m.name,
-                leak,
-                rate=rate,
-                evidence=advice_mod.Evidence(
-                    f"{m.id} loaded, power_kw", seen, span_end, tuple(quiet), "no production"
-                ),
-            )
+            got: advice_mod.Advice | None = None
+            if quiet:
+                leak = await self.air_leak_of(m, quiet)
+                if leak is not None:
+                    got = advice_mod.fix_air_leak(
+                        m.name,
+                        leak,
+                        rate=rate,
+                        evidence=advice_mod.Evidence(
+                            f"{m.id} loaded, power_kw",
+                            seen,
+                            span_end,
+                            tuple(quiet),
+                            "no production",
+                        ),
+                    )
+            if got is None and producers:
+                fit = await self.air_leak_running_of(site, m, producers, start, span_end)
+                if fit is not None:
+                    got = advice_mod.fix_air_leak_running(
+                        m.name,
+                        fit,
+                        rate=rate,
+                        evidence=advice_mod.Evidence(
+                            f"{m.id} {'flow_m3_min' if fit.unit == 'm3/min' else 'power_kw'}"
+                            f" against the running state of {fit.users} production machines",
+                            seen,
+                            span_end,
+                            note=(
+                                f"{fit.points} spans of {fit.bucket_ms // MINUTE_MS} minutes,"
+                                f" {fit.users_min:.1f} to {fit.users_max:.1f} machines running,"
+                                f" R² {fit.r2:.2f}, intercept {fit.intercept:.2f}"
+                                f" ± {fit.intercept_se:.2f} {fit.unit}"
+                            ),
+                        ),
+                    )
             if got is not None:
                 items.append(AdviceItem(got, m.id))
         for idle in await self.idle(site, start, end, rate):
@@ -1044,6 +1143,127 @@ class EnergyService:
             return None
         return air_leak(windows, loaded=loaded, power_kw=power, running=running, flow_m3_min=flow)
 
+    async def air_leak_running_of(
+        self,
+        site: Site,
+        m: MachineRef,
+        users: Mapping[str, Sequence[tuple[int, int, str]]],
+        start: int,
+        end: int,
+    ) -> AirLeakFit | None:
+        """The leak fit of one compressor while production runs: its flow (or, without a flow
+        meter, its power less its unloaded draw) against the production machines running."""
+        if "power_kw" not in m.bindings or end <= start:
+            return None
+        power = await self._signal_minutes(m.bindings["power_kw"], start, end, Agg.AVG)
+        running = (
+            await self._signal_minutes(m.bindings["running"], start, end, Agg.MIN)
+            if "running" in m.bindings
+            else None
+        )
+        kinds = {mid: site.machines[mid].template for mid in users if mid in site.machines}
+        cfg = site.config
+        if "flow_m3_min" in m.bindings:
+            flow = await self._signal_minutes(m.bindings["flow_m3_min"], start, end, Agg.AVG)
+            if not flow:
+                return None
+            return air_leak_in_production(
+                flow,
+                users,
+                start,
+                end,
+                kinds=kinds,
+                power_kw=power,
+                running=running,
+                own_use=cfg.air_own_use_m3_min.get(m.id, 0.0),
+            )
+        if "loaded" not in m.bindings or not power:
+            return None
+        # the unloaded draw: the median power of minutes running and never loaded
+        loaded = dict(await self._signal_minutes(m.bindings["loaded"], start, end, Agg.MAX))
+        on = {t: float(v) > 0 for t, v in running or [] if isinstance(v, int | float)}
+        idle_kw = [
+            float(v)
+            for t, v in power
+            if isinstance(v, int | float) and loaded.get(t) == 0 and on.get(t, running is None)
+        ]
+        if not idle_kw:
+            return None
+        return air_leak_in_production(
+            power,
+            users,
+            start,
+            end,
+            unit="kW",
+            kinds=kinds,
+            running=running,
+            own_use=float(np.median(idle_kw)) + cfg.air_own_use_kw.get(m.id, 0.0),
+        )
+
+    async def _off_peak(
+        self, site: Site, readings: Sequence[MeterReading], start: int, end: int, span_end: int
+    ) -> list[AdviceItem]:
+        """One recommendation per flexible load (``flexible`` in the site's energy config): its
+        own energy in the peak windows, from its meter or its power, priced at the difference
+        between the peak and off-peak rates. Loads not named flexible are left alone: a loom
+        running three shifts cannot move."""
+        tariff = site.tariff
+        if not tariff.time_of_use or not site.config.flexible:
+            return []
+        assert tariff.peak_rate is not None and tariff.off_peak_rate is not None
+        peaks = peak_spans(tariff, start, end, site.tz)
+        windows = tuple((int(a), int(b)) for a, b in peaks)
+        if not windows:
+            return []
+        hours = _local_hours(windows, site.tz)
+        grids = {r.role.machine_id: r.grid for r in readings}
+        out = []
+        for mid in site.config.flexible:
+            m = site.machines.get(mid)
+            if m is None:
+                continue
+            grid = grids.get(mid)
+            got: WindowEnergy | None = None
+            first: int | None = None
+            source = ""
+            if grid is not None:
+                series = grid.series()
+                if len(series):
+                    edges = np.array([t for w in windows for t in w], np.int64)
+                    kwh = float(series.split(edges)[::2].sum())
+                    covered = int(series.covered_ms(edges)[::2].sum())
+                    window_ms = sum(b - a for a, b in windows)
+                    got = WindowEnergy(kwh, covered, window_ms)
+                    first, source = int(series.start_ms[0]), "energy_kwh"
+            if got is None:
+                power = await self._power_of(m, start, end, minutes=True)
+                if power:
+                    got = energy_in_windows(windows, power_kw=power)
+                    first = int(power[0][0])
+                    source = "power_kw" if "power_kw" in m.bindings else "motor_current_a"
+            if got is None or first is None or got.covered_ms <= 0:
+                continue
+            seen = max(start, first)
+            if span_end <= seen:
+                continue
+            out.append(
+                AdviceItem(
+                    advice_mod.shift_off_peak(
+                        m.name,
+                        got,
+                        peak_rate=tariff.peak_rate,
+                        off_peak_rate=tariff.off_peak_rate,
+                        evidence=advice_mod.Evidence(
+                            f"{m.id} {source}", seen, span_end, windows, f"peak hours {hours}"
+                        ),
+                        hours=hours,
+                    ),
+                    m.id,
+                )
+            )
+        return out
+
+    @_reads_once
     async def intensity(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
         self.check_range(start, end)
         machines = [
@@ -1087,6 +1307,7 @@ class EnergyService:
             )
         return rows
 
+    @_reads_once
     async def month(self, site: Site, month: str | None) -> MonthData:
         label, bill = await self.bill(site, month)
         end = min(bill.end_ms, max(bill.start_ms + 1, self.clock.now_ms()))

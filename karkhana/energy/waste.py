@@ -9,6 +9,7 @@ skipped. All functions are pure and return frozen values that carry their eviden
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -128,6 +129,32 @@ class _Steps:
         known = np.isfinite(vals) & (dur > 0)
         return float(np.sum(dur[known] * vals[known]) / HOUR_MS), int(np.sum(dur[known]))
 
+    def integrals(
+        self, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """:meth:`integral` of many spans at once, from running totals: (value x hours, known
+        ms) over each ``[starts[i], ends[i])``."""
+        if self.ts.size == 0:
+            zeros = np.zeros(np.size(starts))
+            return zeros, zeros.copy()
+        known = np.isfinite(self.values)
+        value = np.where(known, self.values, 0.0)
+        length = (self.ends - self.ts).astype(np.float64)
+        total_v = np.concatenate(([0.0], np.cumsum(length * value)))
+        total_k = np.concatenate(([0.0], np.cumsum(length * known)))
+
+        def upto(t: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64], ...]:
+            k = np.searchsorted(self.ts, t, "right") - 1
+            kk = np.clip(k, 0, None)
+            part = np.clip(t - self.ts[kk], 0, length[kk])
+            v = np.where(k >= 0, total_v[kk] + part * value[kk], 0.0)
+            c = np.where(k >= 0, total_k[kk] + part * known[kk], 0.0)
+            return v, c
+
+        v0, c0 = upto(np.asarray(starts, np.int64))
+        v1, c1 = upto(np.asarray(ends, np.int64))
+        return (v1 - v0) / HOUR_MS, c1 - c0
+
 
 def _counter_kwh(energy: Series, windows: Sequence[Window]) -> tuple[float, int]:
     ts, values = _numeric(energy)
@@ -175,12 +202,12 @@ def energy_in_windows(
     if power_kw is None:
         raise InvalidPayload("give a power series or an energy counter")
     steps = _Steps(power_kw, max_gap_ms)
-    kwh, covered = 0.0, 0
-    for start, end in spans:
-        k, c = steps.integral(start, end)
-        kwh += k
-        covered += c
-    return WindowEnergy(kwh, covered, total)
+    if not spans:
+        return WindowEnergy(0.0, 0, total)
+    each_kwh, each_ms = steps.integrals(
+        np.array([a for a, _ in spans], np.int64), np.array([b for _, b in spans], np.int64)
+    )
+    return WindowEnergy(float(each_kwh.sum()), round(float(each_ms.sum())), total)
 
 
 def daily_windows(
@@ -486,6 +513,216 @@ def air_leak(
         leak_flow_m3_min=leak_flow,
         windows=tuple(r for r in rows if r.running_ms > 0),
     )
+
+
+# ---------------------------------------------------------------- air leaks while production runs
+
+
+@dataclass(frozen=True, slots=True)
+class AirLeakFit:
+    """A compressor's delivered air (or power) against the number of air users running.
+
+    A plane through ``points`` buckets of ``bucket_ms``: the mean delivered against the mean
+    number of users running, one slope per kind of user (looms, ring frames: a kind that uses
+    no air gets a slope near zero instead of bending the others). ``intercept`` is what the
+    compressor delivers with no user running (air nobody uses: leaks, plus its own use), with
+    its standard error. ``leak`` is the intercept less ``own_use``, in ``unit`` (``m3/min``
+    from a flow meter, ``kW`` from power). ``leak_kw`` prices it: from flow, ``leak`` x
+    ``kw_per_m3_min`` (the slope of the compressor's power against its flow over the same
+    buckets); from power, ``leak`` itself. ``flagged`` only when the fit can be trusted and
+    the leak is clear of its uncertainty; ``reason`` says why not otherwise.
+    """
+
+    unit: str
+    points: int
+    bucket_ms: int
+    users: int
+    users_min: float
+    users_max: float
+    r2: float
+    intercept: float
+    intercept_se: float
+    slopes: tuple[tuple[str, float], ...]
+    own_use: float
+    leak: float
+    kw_per_m3_min: float | None
+    leak_kw: float | None
+    hours: float
+    flagged: bool
+    reason: str
+
+    @property
+    def leak_flow_m3_min(self) -> float | None:
+        return self.leak if self.unit == "m3/min" else None
+
+
+def _time_in(spans: Sequence[Window], edges: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Milliseconds of the disjoint sorted ``spans`` within each span between ``edges``."""
+    if not spans:
+        return np.zeros(edges.size - 1)
+    s = np.array([a for a, _ in spans], dtype=np.int64)
+    e = np.array([b for _, b in spans], dtype=np.int64)
+    before = np.concatenate(([0], np.cumsum(e - s)))
+    k = np.searchsorted(s, edges, "right") - 1
+    kk = np.clip(k, 0, None)
+    inside = np.minimum(edges, e[kk]) - s[kk]
+    cum = np.where(k >= 0, before[kk] + inside, 0).astype(np.float64)
+    return np.diff(cum)
+
+
+def _bucket_means(
+    steps: _Steps, edges: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Time-weighted mean and covered ms of a held series in each span between ``edges``."""
+    value, covered = steps.integrals(edges[:-1], edges[1:])
+    means = np.full(covered.size, np.nan)
+    has = covered > 0
+    means[has] = value[has] * HOUR_MS / covered[has]
+    return means, covered
+
+
+def _fit(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> tuple[float, npt.NDArray[np.float64], float, float]:
+    """Least squares ``y = a + x @ b`` (``x``: one column per regressor): (a, b, R², standard
+    error of a)."""
+    n = y.size
+    design = np.column_stack((np.ones(n), x))
+    solved, *_ = np.linalg.lstsq(design, y, rcond=None)
+    coef = np.asarray(solved, dtype=np.float64)
+    resid = y - design @ coef
+    ss_res = float(resid @ resid)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+    dof = n - design.shape[1]
+    se = math.inf
+    if dof > 0:
+        cov = np.linalg.pinv(design.T @ design) * (ss_res / dof)
+        se = math.sqrt(max(float(cov[0, 0]), 0.0))
+    return float(coef[0]), coef[1:], r2, se
+
+
+def air_leak_in_production(
+    delivered: Series,
+    users: Mapping[str, Intervals],
+    start_ms: int,
+    end_ms: int,
+    *,
+    unit: str = "m3/min",
+    kinds: Mapping[str, str] | None = None,
+    power_kw: Series | None = None,
+    running: Series | None = None,
+    own_use: float = 0.0,
+    bucket_ms: int = 15 * MINUTE_MS,
+    min_points: int = 48,
+    min_spread: float = 3.0,
+    min_r2: float = 0.3,
+    min_leak: float = 0.1,
+    running_states: Collection[str] = RUNNING_STATES,
+    max_gap_ms: int = 5 * MINUTE_MS,
+) -> AirLeakFit:
+    """The air a compressor delivers that no running machine uses, while production runs.
+
+    ``delivered`` is the compressor's flow in m³/min (``unit="m3/min"``) or, without a flow
+    meter, its power in kW (``unit="kW"``; then ``own_use`` should hold its unloaded draw);
+    ``users`` the state intervals of the machines that may use its air, ``kinds`` their kind
+    (template), each kind with its own slope (default: one kind). Per bucket the mean
+    delivered is set against the mean number of each kind running; buckets where the
+    compressor did not run throughout (``running``, its boolean signal, when given), where it
+    has less than 90 % data, or where a user's state is unknown for more than a tenth of the
+    bucket are left out. ``power_kw`` (with flow) prices the leak.
+
+    The fit is trusted with at least ``min_points`` buckets, a spread of at least
+    ``min_spread`` users between the fewest and the most running, R² of at least ``min_r2``
+    and more air with more users; the leak is flagged when it is at least ``min_leak`` and
+    more than twice the intercept's standard error.
+    """
+    if unit not in ("m3/min", "kW"):
+        raise ConfigError("unit must be m3/min or kW")
+    if bucket_ms <= 0 or min_points < 3 or min_spread <= 0 or not 0 <= min_r2 <= 1:
+        raise ConfigError(
+            "bucket_ms must be positive, min_points at least 3, min_spread positive and"
+            " min_r2 within 0-1"
+        )
+    if own_use < 0 or min_leak < 0:
+        raise ConfigError("own_use and min_leak must not be negative")
+    edges = np.arange(start_ms - start_ms % bucket_ms, end_ms + 1, bucket_ms, dtype=np.int64)
+    edges = edges[(edges >= start_ms) & (edges <= end_ms)]
+    nb = max(edges.size - 1, 0)
+    groups = sorted({(kinds or {}).get(name, "") for name in users})
+    x = np.zeros((nb, len(groups)))
+    y = np.full(nb, np.nan)
+    keep = np.zeros(nb, dtype=bool)
+    if nb:
+        y, covered = _bucket_means(_Steps(delivered, max_gap_ms), edges)
+        keep = covered >= 0.9 * bucket_ms
+        if running is not None:
+            run_ts, run_values = _numeric(running)
+            on = np.column_stack((run_ts, (run_values > 0).astype(np.float64)))
+            share, run_cov = _bucket_means(_Steps(on, max_gap_ms), edges)
+            keep &= (run_cov >= 0.9 * bucket_ms) & (np.nan_to_num(share) >= 0.999)
+        for name, ivs in users.items():
+            items = list(ivs)
+            known = _time_in(_spans(items, {_state_of(i) for i in items}), edges)
+            keep &= known >= 0.9 * bucket_ms
+            col = groups.index((kinds or {}).get(name, ""))
+            x[:, col] += _time_in(_spans(items, running_states), edges) / np.maximum(known, 1.0)
+    xs, ys = x[keep], y[keep]
+    total = xs.sum(axis=1)
+    points = int(ys.size)
+    lo = float(total.min()) if points else 0.0
+    hi = float(total.max()) if points else 0.0
+    a, r2, se = 0.0, 0.0, math.inf
+    slopes = np.zeros(len(groups))
+    reason = ""
+    if points < min_points:
+        reason = f"{points} buckets with data, fewer than {min_points}"
+    elif hi - lo < min_spread:
+        reason = f"the machines running varied by {hi - lo:.1f}, less than {min_spread:g}"
+    else:
+        varied = [i for i in range(len(groups)) if float(np.ptp(xs[:, i])) > 0]
+        a, got, r2, se = _fit(xs[:, varied], ys)
+        slopes[varied] = got
+        if float(xs.mean(axis=0) @ slopes) <= 0:
+            reason = "the delivered air does not rise with the machines running"
+        elif r2 < min_r2:
+            reason = f"R² {r2:.2f} is below {min_r2:g}"
+    leak = max(0.0, a - own_use)
+    if not reason and (leak < min_leak or leak <= 2 * se):
+        reason = f"no leak beyond the fit's uncertainty ({leak:.2f} ± {2 * se:.2f} {unit})"
+    kw_per = None
+    leak_kw: float | None = leak if unit == "kW" else None
+    if unit == "m3/min" and power_kw is not None and points >= 3:
+        kw, _ = _bucket_means(_Steps(power_kw, max_gap_ms), edges)
+        ok = keep & np.isfinite(kw)
+        if int(ok.sum()) >= 3 and float(np.ptp(y[ok])) > 0:
+            _, slope, _, _ = _fit(y[ok][:, None], kw[ok])
+            if float(slope[0]) > 0:
+                kw_per = float(slope[0])
+                leak_kw = leak * kw_per
+    return AirLeakFit(
+        unit=unit,
+        points=points,
+        bucket_ms=bucket_ms,
+        users=len(users),
+        users_min=lo,
+        users_max=hi,
+        r2=r2,
+        intercept=a,
+        intercept_se=se,
+        slopes=tuple((g, float(v)) for g, v in zip(groups, slopes, strict=True)),
+        own_use=own_use,
+        leak=leak,
+        kw_per_m3_min=kw_per,
+        leak_kw=leak_kw,
+        hours=points * bucket_ms / HOUR_MS,
+        flagged=not reason and leak_kw is not None,
+        reason=reason or ("" if leak_kw is not None else "no power reading to price the air"),
+    )
+
+
+def _state_of(item: StateInterval | tuple[int, int, str]) -> str:
+    return item[2] if isinstance(item, tuple) else item.state
 
 
 # ---------------------------------------------------------------- peak demand

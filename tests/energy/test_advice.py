@@ -12,6 +12,7 @@ from karkhana.energy.advice import (
     TEMPLATES,
     Evidence,
     fix_air_leak,
+    fix_air_leak_running,
     rank,
     shift_off_peak,
     stagger_startups,
@@ -19,6 +20,7 @@ from karkhana.energy.advice import (
 )
 from karkhana.energy.waste import (
     AirLeakEvidence,
+    AirLeakFit,
     MonthDemand,
     WindowEnergy,
     daily_windows,
@@ -55,15 +57,23 @@ def test_shift_off_peak_from_a_measured_load() -> None:
     peak = energy_in_windows(peak_windows, power_kw=power)
     assert peak.kwh == pytest.approx(240.0)  # 4 h x 30 kW x 2 days
     evidence = Evidence("washer-1 power_kw", T0, T0 + 2 * DAY, tuple(peak_windows))
-    advice = shift_off_peak("Washer 1", peak, peak_rate=48.5, off_peak_rate=41.2, evidence=evidence)
+    advice = shift_off_peak(
+        "Washer 1",
+        peak,
+        peak_rate=48.5,
+        off_peak_rate=41.2,
+        evidence=evidence,
+        hours="17:00-21:00",
+    )
     # 240 kWh in 2 days -> 3,600 kWh in 30 days; x (48.5 - 41.2) = 26,280 PKR
     assert advice.figure("monthly_kwh") == pytest.approx(3600.0)
     assert advice.saving_pkr_month == pytest.approx(26_280.0)
     en = advice.text("en")
-    assert "240 kWh" in en and "3,600 kWh" in en and "(48.50 - 41.20)" in en
+    assert "240 kWh in the peak hours (17:00-21:00) over 2 days" in en
+    assert "3,600 kWh" in en and "(48.50 - 41.20)" in en
     assert "26,280 PKR a month" in en
     ur = advice.text("ur")
-    assert "26,280" in ur and "روپے" in ur and "Washer 1" in ur
+    assert "26,280" in ur and "روپے" in ur and "Washer 1" in ur and "17:00-21:00" in ur
     assert advice.title("en") == "Run Washer 1 off-peak"
     assert advice.evidence.windows == tuple(peak_windows)
 
@@ -109,6 +119,53 @@ def test_fix_air_leak_by_hand() -> None:
     unmeasured = fix_air_leak("C", leak_evidence(flow=None), rate=45.0, evidence=evidence)
     assert unmeasured is not None and "air flow not measured" in unmeasured.text("en")
     assert fix_air_leak("C", leak_evidence(flagged=False), rate=45.0, evidence=evidence) is None
+
+
+def leak_fit(*, flagged: bool = True, unit: str = "m3/min") -> AirLeakFit:
+    flow = unit == "m3/min"
+    return AirLeakFit(
+        unit=unit,
+        points=273,
+        bucket_ms=15 * MIN,
+        users=14,
+        users_min=3.4,
+        users_max=13.8,
+        r2=0.8,
+        intercept=1.2 if flow else 16.0,
+        intercept_se=0.08 if flow else 0.5,
+        slopes=(("power_loom", 0.25 if flow else 1.0),),
+        own_use=0.3 if flow else 12.0,
+        leak=0.9 if flow else 4.0,
+        kw_per_m3_min=4.0 if flow else None,
+        leak_kw=3.6 if flow else 4.0,
+        hours=68.25,
+        flagged=flagged,
+        reason="" if flagged else "R² 0.10 is below 0.3",
+    )
+
+
+def test_fix_air_leak_while_production_runs_by_hand() -> None:
+    evidence = Evidence("c flow_m3_min against 14 machines", T0, T0 + 3 * DAY)
+    advice = fix_air_leak_running("Compressor 1", leak_fit(), rate=40.0, evidence=evidence)
+    assert advice is not None and advice.kind == "fix_air_leak_running"
+    # (1.2 - 0.3) m³/min x 4.0 kW per m³/min = 3.6 kW x 720 h = 2,592 kWh x 40 = 103,680 PKR
+    assert advice.figure("monthly_kwh") == pytest.approx(2592.0)
+    assert advice.saving_pkr_month == pytest.approx(103_680.0)
+    en = advice.text("en")
+    assert "delivered 1.20 m³/min with no machine running" in en
+    assert "273 spans of 15 minutes" in en and "(3.4 to 13.8), R² 0.80" in en
+    assert "Less 0.30 m³/min that it uses itself, 0.90 m³/min is air nobody uses" in en
+    assert "3.6 kW x 720 h = 2,592 kWh x 40.00 PKR/kWh = 103,680 PKR a month" in en
+    assert advice.title("en") == "Fix the compressed-air leaks on Compressor 1"
+    ur = advice.text("ur")
+    assert "103,680" in ur and "1.20 m³/min" in ur and "ہوا کا بہاؤ" in ur
+    power = fix_air_leak_running("C", leak_fit(unit="kW"), rate=40.0, evidence=evidence)
+    assert power is not None
+    # 4 kW x 720 h x 40 PKR/kWh
+    assert power.saving_pkr_month == pytest.approx(115_200.0)
+    assert "drew 16.0 kW with no machine running" in power.text("en")
+    assert "12.0 kW that it draws anyway" in power.text("en")
+    assert fix_air_leak_running("C", leak_fit(flagged=False), rate=40.0, evidence=evidence) is None
 
 
 def test_switch_off_idle_from_measured_idle_energy() -> None:

@@ -48,6 +48,8 @@ def anyio_backend() -> str:
 async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(tmp_path_factory.mktemp("energy-api"))
     write_config(settings.data_dir)
+    with (settings.data_dir / "energy.toml").open("a") as f:
+        f.write('flexible = ["SHED"]\n')  # the shed feeder's load can move out of the peak
     rt = Runtime(settings, FakeClock(NOW))
     await rt.start(mqtt=False)
     try:
@@ -163,6 +165,11 @@ async def test_bill_compare_and_advice(api: httpx.AsyncClient) -> None:
     assert {"off_peak", "air_leak", "idle"} <= set(kinds)
     savings = [a["saving_per_month"] for a in advice]
     assert savings == sorted(savings, reverse=True)
+    moves = [a for a in advice if a["kind"] == "off_peak"]
+    assert [a["id"] for a in moves] == ["off_peak:SHED"]
+    assert moves[0]["evidence"]["source"] == "SHED energy_kwh"
+    assert moves[0]["evidence"]["window_count"] == 2
+    assert "17:00-21:00" in moves[0]["text"]["en"]
     leak = advice[kinds.index("air_leak")]
     assert leak["id"] == "air_leak:C1" and leak["currency"] == "PKR"
     assert leak["title"]["en"].startswith("Fix the compressed-air leaks")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from karkhana.core.errors import ConfigError, InvalidPayload
 from karkhana.core.model import Value
 from karkhana.energy.waste import (
     air_leak,
+    air_leak_in_production,
     base_load,
     daily_windows,
     demand_blocks,
@@ -184,6 +187,165 @@ def test_air_leak_without_running_signal_or_flow() -> None:
     assert got.leak_flow_m3_min is None
     strict = air_leak(nights, loaded=sig["loaded"], power_kw=sig["power_kw"], threshold_share=0.5)
     assert not strict.flagged
+
+
+LOOM_AIR = 0.25
+"""m³/min a running loom of the simulator uses."""
+KW_PER_M3_MIN = (0.98 - 0.32) * 37.0 / 6.0
+"""The simulated compressor's power per m³/min delivered: loaded 98 % of 37 kW, unloaded 32 %,
+6 m³/min when loaded."""
+
+
+def _weaving_shed(
+    leak: AirLeak | None, *, days: float = 2.0, fewest: int = 2, step: int = 10_000
+) -> tuple[dict[str, list[tuple[int, Value]]], dict[str, list[tuple[int, int, str]]]]:
+    """Twelve looms that never all stop: every 30 minutes between ``fewest`` and twelve run,
+    each using 0.25 m³/min, and two ring frames that use no air switch on and off at random.
+    Returns the compressor's signals and the machines' state intervals."""
+    rng = random.Random(7)
+    seed = 3
+    env = Environment(PowerSchedule(seed, enabled=False), Weather(seed))
+    compressor = AirCompressor("c", "Compressor", seed, T0, leak=leak)
+    end = T0 + int(days * 24 * H)
+    states: dict[str, list[tuple[int, int, str]]] = {f"L{i:02d}": [] for i in range(1, 13)}
+    states |= {"R1": [], "R2": []}
+    looms_running: dict[int, int] = {}
+    for block in range(T0, end, 30 * MIN):
+        count = rng.randint(fewest, 12)
+        looms_running[block] = count
+        for i, name in enumerate(sorted(n for n in states if n.startswith("L"))):
+            states[name].append((block, block + 30 * MIN, "running" if i < count else "idle"))
+        for name in ("R1", "R2"):
+            states[name].append((block, block + 30 * MIN, rng.choice(["running", "stopped"])))
+    signals: dict[str, list[tuple[int, Value]]] = {}
+    for t in range(T0, end, step):
+        env.begin(t)
+        block = T0 + (t - T0) // (30 * MIN) * (30 * MIN)
+        env.air_demand_m3_min = LOOM_AIR * looms_running[block]
+        for key, value in compressor.advance(t, env).items():
+            signals.setdefault(key, []).append((t, value))
+    return signals, states
+
+
+KINDS = {f"L{i:02d}": "power_loom" for i in range(1, 13)} | {"R1": "ring", "R2": "ring"}
+
+
+@pytest.mark.parametrize("leak_m3_min", [0.6, 1.2])
+def test_a_leak_is_found_while_the_looms_run(leak_m3_min: float) -> None:
+    sig, states = _weaving_shed(AirLeak(T0, leak_m3_min))
+    end = T0 + 48 * H
+    got = air_leak_in_production(
+        sig["flow_m3_min"],
+        states,
+        T0,
+        end,
+        kinds=KINDS,
+        power_kw=sig["power_kw"],
+        running=sig["running"],
+        own_use=AirCompressor.BASE_DEMAND_M3_MIN,
+    )
+    assert got.flagged, got.reason
+    assert got.points == 192  # two days of 15-minute buckets
+    assert got.users == 14
+    # with no loom running the compressor still delivers its own 0.3 m³/min and the leak
+    assert got.intercept == pytest.approx(0.3 + leak_m3_min, abs=0.1)
+    assert got.leak == pytest.approx(leak_m3_min, abs=0.1)
+    assert got.leak_flow_m3_min == got.leak
+    slopes = dict(got.slopes)
+    assert slopes["power_loom"] == pytest.approx(LOOM_AIR, abs=0.02)
+    assert slopes["ring"] == pytest.approx(0.0, abs=0.05)  # ring frames use no air
+    assert got.r2 > 0.9
+    assert got.users_min < 3 and got.users_max > 12
+    assert got.kw_per_m3_min is not None
+    assert got.kw_per_m3_min == pytest.approx(KW_PER_M3_MIN, rel=0.03)
+    assert got.leak_kw == pytest.approx(got.leak * got.kw_per_m3_min)
+    assert got.leak_kw == pytest.approx(leak_m3_min * KW_PER_M3_MIN, abs=0.1 * KW_PER_M3_MIN)
+
+
+def test_no_leak_is_claimed_without_one() -> None:
+    sig, states = _weaving_shed(None)
+    got = air_leak_in_production(
+        sig["flow_m3_min"],
+        states,
+        T0,
+        T0 + 48 * H,
+        kinds=KINDS,
+        power_kw=sig["power_kw"],
+        running=sig["running"],
+        own_use=AirCompressor.BASE_DEMAND_M3_MIN,
+    )
+    assert not got.flagged
+    assert got.intercept == pytest.approx(0.3, abs=0.1)
+    assert "no leak" in got.reason
+    # without the compressor's own use given, its 0.3 m³/min is air no machine uses
+    plain = air_leak_in_production(
+        sig["flow_m3_min"], states, T0, T0 + 48 * H, kinds=KINDS, power_kw=sig["power_kw"]
+    )
+    assert plain.flagged and plain.leak == pytest.approx(0.3, abs=0.1)
+
+
+def test_a_leak_from_power_alone() -> None:
+    sig, states = _weaving_shed(AirLeak(T0, 1.0))
+    unloaded = 0.32 * 37.0
+    got = air_leak_in_production(
+        sig["power_kw"],
+        states,
+        T0,
+        T0 + 48 * H,
+        unit="kW",
+        kinds=KINDS,
+        running=sig["running"],
+        own_use=unloaded + AirCompressor.BASE_DEMAND_M3_MIN * KW_PER_M3_MIN,
+    )
+    assert got.flagged, got.reason
+    assert got.leak_flow_m3_min is None
+    assert got.leak_kw == got.leak == pytest.approx(1.0 * KW_PER_M3_MIN, abs=0.5)
+    assert dict(got.slopes)["power_loom"] == pytest.approx(LOOM_AIR * KW_PER_M3_MIN, rel=0.1)
+
+
+def test_no_fit_without_enough_spread_or_data() -> None:
+    sig, states = _weaving_shed(AirLeak(T0, 1.0), fewest=11)
+    looms = {name: ivs for name, ivs in states.items() if name.startswith("L")}
+    flat = air_leak_in_production(sig["flow_m3_min"], looms, T0, T0 + 48 * H)
+    # eleven or twelve looms running: a spread of one machine, too little to draw a line
+    assert not flat.flagged and "varied by 1.0" in flat.reason
+    assert (flat.users_min, flat.users_max) == (11.0, 12.0)
+    short = air_leak_in_production(
+        sig["flow_m3_min"], states, T0, T0 + 6 * H, kinds=KINDS, power_kw=sig["power_kw"]
+    )
+    assert not short.flagged and short.points == 24 and "fewer than 48" in short.reason
+    # a machine whose state is not known leaves its buckets out
+    unknown = {**states, "L13": [(T0, T0 + 24 * H, "running")]}
+    half = air_leak_in_production(
+        sig["flow_m3_min"], unknown, T0, T0 + 48 * H, kinds=KINDS, power_kw=sig["power_kw"]
+    )
+    assert half.points == 96
+    with pytest.raises(ConfigError):
+        air_leak_in_production(sig["flow_m3_min"], states, T0, T0 + H, unit="bar")
+
+
+def test_buckets_with_the_compressor_stopped_are_left_out() -> None:
+    sig, states = _weaving_shed(AirLeak(T0, 1.0))
+    # a four-hour outage: the compressor and every machine stop; flow 0 with 0 machines would
+    # pull the line through the origin
+    cut = (T0 + 10 * H, T0 + 14 * H)
+
+    def off(series: list[tuple[int, Value]]) -> list[tuple[int, Value]]:
+        return [(t, 0.0 if cut[0] <= t < cut[1] else v) for t, v in series]
+
+    down = {
+        name: [(a, b, "stopped" if cut[0] <= a < cut[1] else st) for a, b, st in ivs]
+        for name, ivs in states.items()
+    }
+    own = AirCompressor.BASE_DEMAND_M3_MIN
+    flow = off(sig["flow_m3_min"])
+    got = air_leak_in_production(
+        flow, down, T0, T0 + 48 * H, kinds=KINDS, running=off(sig["running"]), own_use=own
+    )
+    assert got.points == 192 - 16
+    assert got.leak == pytest.approx(1.0, abs=0.1)
+    blind = air_leak_in_production(flow, down, T0, T0 + 48 * H, kinds=KINDS, own_use=own)
+    assert blind.points == 192 and blind.intercept < got.intercept
 
 
 def test_demand_blocks_by_hand() -> None:
