@@ -30,6 +30,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -41,9 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import _cpu_model, karkhana_revision, table
 
 from karkhana.maintenance.datasets import CMAPSS_SUBSETS, CmapssSubset, load_cmapss
-from karkhana.maintenance.features import run_features
 from karkhana.maintenance.rul import (
-    RegimeScaler,
     RulModel,
     Run,
     phm08_score,
@@ -64,28 +63,29 @@ TARGETS = {"FD001": (12.0, 250.0), **{k: v for k, v in AGCNN.items() if k != "FD
 
 
 def baseline(
-    train: list[Run], test: list[Run], regimes: int, seed: int
+    train: list[Run], test: list[Run], regimes: int, seed: int, **options: Any
 ) -> tuple[np.ndarray, float]:
     """Ridge regression on the same features as the model; returns predictions and fit time."""
     start = time.process_time()
-    model = RulModel(regimes=regimes, seed=seed)
-    scaler = RegimeScaler(regimes, seed).fit(train)
-    x = np.vstack([run_features(scaler.transform(r), model.window) for r in train])
+    model = RulModel(regimes=regimes, seed=seed, **options)
+    model._fit_inputs(train)
+    x = np.vstack(model._features(train))
     y = np.concatenate([rul_targets(len(r), CAP) for r in train])
     ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
     seconds = time.process_time() - start
-    xt = np.vstack([run_features(scaler.transform(r), model.window)[-1:] for r in test])
+    xt = np.vstack([f[-1:] for f in model._features(test)])
     return np.clip(ridge.predict(xt), 0, CAP), seconds
 
 
-def validate(data: CmapssSubset, seed: int, folds: int = 4) -> tuple[float, float]:
-    """Cross-validation over training units (each held-out unit cut at 5 random cycles)."""
+def validate(data: CmapssSubset, seed: int, folds: int = 4, **options: Any) -> tuple[float, float]:
+    """Cross-validation over training units (each held-out unit cut at 5 random cycles);
+    ``options`` go to ``RulModel``."""
     order = np.random.default_rng(seed).permutation(len(data.train))
     errors, scores = [], []
     for fold in np.array_split(order, folds):
         held = set(fold.tolist())
         train = [r for i, r in enumerate(data.train) if i not in held]
-        model = RulModel(regimes=data.regimes, seed=seed).fit(train)
+        model = RulModel(regimes=data.regimes, seed=seed, **options).fit(train)
         for cut_seed in range(5):
             runs, true = truncate([data.train[i] for i in sorted(held)], cut_seed)
             true = np.minimum(true, CAP)
@@ -103,7 +103,24 @@ def main() -> int:
     parser.add_argument(
         "--validate", action="store_true", help="also cross-validate on training units"
     )
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="cross-validate on training units and do not score the test split",
+    )
+    parser.add_argument("--bags", type=int, help="point models averaged (default: the model's)")
+    parser.add_argument(
+        "--health",
+        type=float,
+        nargs="*",
+        help="health index caps as shares of the cap (default: the model's; none for no index)",
+    )
     args = parser.parse_args()
+    options: dict[str, Any] = {}
+    if args.bags is not None:
+        options["bags"] = args.bags
+    if args.health is not None:
+        options["health"] = tuple(args.health)
 
     print(
         f"machine: {os.cpu_count()} x {_cpu_model()}, Python {platform.python_version()}, "
@@ -113,12 +130,20 @@ def main() -> int:
     rows, checks = [], []
     for name in args.subsets:
         data = load_cmapss(args.data, name)
+        if args.validate_only:
+            v_rmse, v_score = validate(data, args.seed, **options)
+            print(
+                f"{name} validation on training units ({options or 'defaults'}): "
+                f"RMSE {v_rmse:.2f} (truth capped at 125), score per 100 units {v_score:,.0f}",
+                flush=True,
+            )
+            continue
         cpu = time.process_time()
-        model = RulModel(regimes=data.regimes, seed=args.seed).fit(data.train)
+        model = RulModel(regimes=data.regimes, seed=args.seed, **options).fit(data.train)
         cpu = time.process_time() - cpu
         pred = model.predict(data.test)
         true = data.test_rul
-        base, base_s = baseline(data.train, data.test, data.regimes, args.seed)
+        base, base_s = baseline(data.train, data.test, data.regimes, args.seed, **options)
         covered = float(np.mean((true >= pred.lower) & (true <= pred.upper)))
         capped = np.minimum(true, CAP)
         covered_capped = float(np.mean((capped >= pred.lower) & (capped <= pred.upper)))
@@ -151,12 +176,14 @@ def main() -> int:
                 f"(target <= {t_score:,.0f}): {'met' if met else 'NOT met'}"
             )
         if args.validate:
-            v_rmse, v_score = validate(data, args.seed)
+            v_rmse, v_score = validate(data, args.seed, **options)
             checks.append(
                 f"{name} validation on training units: RMSE {v_rmse:.2f} (truth capped at 125), "
                 f"score per 100 units {v_score:,.0f}"
             )
         print(f"{name} done", flush=True)
+    if args.validate_only:
+        return 0
     print()
     print(
         table(
