@@ -469,6 +469,11 @@ DEMO_ENERGY = {
         "# Written by `karkhana demo`: the simulated mill's standby generator (docs/energy.md).\n"
         "[sites.demo-mill]\n"
         "generator_kva = 200\n"
+        "# the compressor's own air (dryer purge, drains), not counted as leaks\n"
+        'air_own_use_m3_min = { "tx-compressor-1" = 0.3 }\n'
+        "# loads that can run outside the peak hours get the off-peak advice; the looms and\n"
+        "# ring frames run three shifts, so none is listed\n"
+        "flexible = []\n"
     ),
 }
 """The demo plants' energy configuration, written once where the data folder has none."""

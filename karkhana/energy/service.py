@@ -685,6 +685,17 @@ class EnergyService:
         }
 
     async def idle(self, site: Site, start: int, end: int, rate: float) -> list[IdleMachine]:
+        memo = _READS.get()
+        memo_key = ("idle", site.id, start, end, rate)
+        if memo is not None and memo_key in memo:
+            done: list[IdleMachine] = memo[memo_key]
+            return list(done)
+        out = await self._idle(site, start, end, rate)
+        if memo is not None:
+            memo[memo_key] = list(out)
+        return out
+
+    async def _idle(self, site: Site, start: int, end: int, rate: float) -> list[IdleMachine]:
         machines = self._consumers(site)
         intervals = await self._intervals([m.id for m in machines], start, end)
         out = []
@@ -693,7 +704,7 @@ class EnergyService:
             if not ivs:
                 continue
             power = await self._idle_power(m, ivs, start, end)
-            if not power:
+            if power is None or len(power) == 0:
                 continue
             got = idle_energy(ivs, power_kw=power, rate_pkr_per_kwh=rate)
             if got.hours > 0:
@@ -703,7 +714,7 @@ class EnergyService:
 
     async def _idle_power(
         self, m: MachineRef, intervals: Sequence[tuple[int, int, str]], start: int, end: int
-    ) -> Series | None:
+    ) -> Series | npt.NDArray[np.float64] | None:
         """The machine's power for idle energy. Over long ranges from 1-minute aggregates: the
         minute's average where the whole minute lies in an idle state, else its lowest reading
         (a minute that holds the start or end of a stop also holds running power, and the
@@ -726,7 +737,7 @@ class EnergyService:
             # readings hold until the next one, so the minute after a stop's last reading
             # may hold only running readings: its neighbour's lowest counts too
             value = np.where(whole, v, np.minimum(_at(low, t, v), _at(low, t - MINUTE_MS, v)))
-            return list(zip(t.tolist(), (value * scale).tolist(), strict=True))
+            return np.column_stack((t.astype(np.float64), value * scale))
         return None
 
     @staticmethod
