@@ -1,6 +1,6 @@
 """Energy that buys nothing: machines drawing power while idle, the plant's base load,
-compressed air leaking away while production is stopped, and the half-hours that set the
-maximum-demand charge.
+compressed air leaking away (seen while production is stopped, or fitted while it runs), and the
+half-hours that set the maximum-demand charge.
 
 Power series hold each sample until the next one (within ``max_gap_ms``; longer silences are
 unknown and not counted). Energy counters are read by interpolating the counter, with resets
