@@ -40,6 +40,20 @@ def parse_ts(value: object, field: str = "ts") -> int:
     )
 
 
+EARLIEST_MS = 946_684_800_000
+"""2000-01-01: the earliest time a query may name."""
+LATEST_MS = 4_102_444_800_000
+"""2100-01-01: the latest."""
+
+
+def parse_query_ts(value: object, field: str) -> int:
+    """A time a user puts in a query (epoch ms or ISO 8601), between the years 2000 and 2100."""
+    t = parse_ts(value, field)
+    if not EARLIEST_MS <= t <= LATEST_MS:
+        raise InvalidPayload(f"{field}: must lie between the years 2000 and 2100")
+    return t
+
+
 def parse_duration(value: str | int, field: str = "bucket") -> int:
     """Milliseconds from "500ms", "30s", "5m", "1h", "1d", "1w" or a bare number of ms."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -14,8 +14,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from karkhana.api.deps import RuntimeDep
-from karkhana.core.errors import InvalidPayload
-from karkhana.core.timeutil import parse_ts
+from karkhana.core.timeutil import parse_query_ts
 from karkhana.energy.advice import LANGS
 from karkhana.energy.model import Bill, Tariff
 from karkhana.energy.report import render_csv, render_pdf
@@ -29,8 +28,6 @@ from karkhana.energy.service import (
 from karkhana.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/energy", tags=["energy"])
-EARLIEST_MS = 946_684_800_000  # 2000-01-01
-LATEST_MS = 4_102_444_800_000  # 2100-01-01
 ADVICE_KINDS = {
     "shift_off_peak": "off_peak",
     "stagger_startups": "stagger",
@@ -56,20 +53,13 @@ def _service(rt: Runtime) -> EnergyService:
     return service
 
 
-def _time(value: str, field: str) -> int:
-    t = parse_ts(value, field)
-    if not EARLIEST_MS <= t <= LATEST_MS:
-        raise InvalidPayload(f"{field}: must lie between the years 2000 and 2100")
-    return t
-
-
 def _range(
     service: EnergyService, site: Site, start: str | None, end: str | None, default_days: int = 0
 ) -> tuple[int, int]:
     day_start, now = service.today(site)
-    t_end = now if end in (None, "") else _time(end, "end")
+    t_end = now if end in (None, "") else parse_query_ts(end, "end")
     if start not in (None, ""):
-        t_start = _time(start, "start")
+        t_start = parse_query_ts(start, "start")
     elif default_days:
         t_start = t_end - default_days * DAY_MS
     else:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from karkhana.core.pdf import latin1, table
 from karkhana.energy.service import MonthData
 
 if TYPE_CHECKING:
-    from fpdf import FPDF
+    pass
 
 LABELS: dict[str, tuple[str, str]] = {
     "title": ("Monthly energy report", "ماہانہ بجلی رپورٹ"),
@@ -185,34 +185,15 @@ def render_csv(data: MonthData) -> str:
     return buf.getvalue()
 
 
-def _latin1(text: str) -> str:
-    return text.encode("latin-1", "replace").decode("latin-1")
-
-
-def _table(
-    pdf: FPDF, header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int]
-) -> None:
-    pdf.set_font("Helvetica", "B", 8)
-    for text, width in zip(header, widths, strict=True):
-        pdf.cell(width, 6, _latin1(text), border=1)
-    pdf.ln()
-    pdf.set_font("Helvetica", "", 8)
-    for row in rows:
-        for text, width in zip(row, widths, strict=True):
-            pdf.cell(width, 5, _latin1(str(text))[:70], border=1)
-        pdf.ln()
-    pdf.ln(3)
-
-
 def render_pdf(data: MonthData) -> bytes:
     from fpdf import FPDF  # a third of a second to import: only when a PDF is made
 
     pdf = FPDF(orientation="portrait", format="A4")
     pdf.set_creator("karkhana")
-    pdf.set_title(_latin1(f"{LABELS['title'][0]} {data.month}"))
+    pdf.set_title(latin1(f"{LABELS['title'][0]} {data.month}"))
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 14)
-    pdf.cell(0, 8, _latin1(f"{LABELS['title'][0]}: {data.site.name}, {data.month}"))
+    pdf.cell(0, 8, latin1(f"{LABELS['title'][0]}: {data.site.name}, {data.month}"))
     pdf.ln()
     pdf.set_font("Helvetica", "", 9)
     t = data.site.tariff
@@ -223,7 +204,7 @@ def render_pdf(data: MonthData) -> bytes:
         *data.bill.notes,
     ]
     for text in lines:
-        pdf.multi_cell(0, 5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, latin1(text), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     widths = {
         "bill": [80, 25, 15, 25, 30],
@@ -235,7 +216,7 @@ def render_pdf(data: MonthData) -> bytes:
     }
     for key, header, rows in _sections(data):
         pdf.set_font("Helvetica", "B", 10)
-        pdf.cell(0, 6, _latin1(LABELS[key][0]))
+        pdf.cell(0, 6, latin1(LABELS[key][0]))
         pdf.ln()
         if key == "advice":
             pdf.set_font("Helvetica", "", 8)
@@ -247,13 +228,13 @@ def render_pdf(data: MonthData) -> bytes:
                 pdf.multi_cell(
                     0,
                     5,
-                    _latin1(f"{title}: {saving} {data.bill.currency} a month"),
+                    latin1(f"{title}: {saving} {data.bill.currency} a month"),
                     new_x="LMARGIN",
                     new_y="NEXT",
                 )
                 pdf.set_font("Helvetica", "", 8)
-                pdf.multi_cell(0, 4, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+                pdf.multi_cell(0, 4, latin1(text), new_x="LMARGIN", new_y="NEXT")
                 pdf.ln(1)
             continue
-        _table(pdf, header, rows, widths[key])
+        table(pdf, header, rows, widths[key], max_chars=70)
     return bytes(pdf.output())

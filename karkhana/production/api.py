@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from karkhana.api.deps import CurrentUser, RuntimeDep, Source, visible_sites
 from karkhana.core.errors import Forbidden, InvalidPayload, NotFound
-from karkhana.core.timeutil import parse_ts
+from karkhana.core.timeutil import parse_query_ts
 from karkhana.production.calendar import local_date
 from karkhana.production.downtime import Reason
 from karkhana.production.model import Oee, Stop
@@ -26,8 +26,6 @@ from karkhana.security.users import User
 
 router = APIRouter(prefix="/api/v1/production", tags=["production"])
 DAY_MS = 86_400_000
-EARLIEST_MS = 946_684_800_000  # 2000-01-01
-LATEST_MS = 4_102_444_800_000  # 2100-01-01
 
 
 class ReasonIn(BaseModel):
@@ -39,16 +37,9 @@ def _service(rt: Runtime) -> ProductionService:
     return service
 
 
-def _time(value: str, field: str) -> int:
-    t = parse_ts(value, field)
-    if not EARLIEST_MS <= t <= LATEST_MS:
-        raise InvalidPayload(f"{field}: must lie between the years 2000 and 2100")
-    return t
-
-
 def _range(rt: Runtime, start: str | None, end: str | None) -> tuple[int, int]:
-    t_end = rt.clock.now_ms() if end in (None, "") else _time(end, "end")
-    t_start = t_end - DAY_MS if start in (None, "") else _time(start, "start")
+    t_end = rt.clock.now_ms() if end in (None, "") else parse_query_ts(end, "end")
+    t_start = t_end - DAY_MS if start in (None, "") else parse_query_ts(start, "start")
     if t_start >= t_end:
         raise InvalidPayload("start: must be before end")
     if t_end - t_start > 400 * DAY_MS:
@@ -149,7 +140,7 @@ async def rebuild(
     start: str = Query(..., description="epoch ms or ISO 8601; rebuilds from here to now"),
 ) -> dict[str, Any]:
     """Derive a machine's states and counts again from stored telemetry."""
-    t_start = _time(start, "start")
+    t_start = parse_query_ts(start, "start")
     now = rt.clock.now_ms()
     if not now - 400 * DAY_MS <= t_start < now:
         raise InvalidPayload("start: must be in the past 400 days")

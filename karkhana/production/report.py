@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from karkhana.core.pdf import latin1, table
 from karkhana.production.downtime import Label, ParetoItem
 from karkhana.production.model import Oee, Stop
 
 if TYPE_CHECKING:
-    from fpdf import FPDF
+    pass
 
 TOP_STOPS = 10
 TOP_REASONS = 10
@@ -176,46 +177,27 @@ def render_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def _latin1(text: str) -> str:
-    return text.encode("latin-1", "replace").decode("latin-1")
-
-
-def _table(
-    pdf: FPDF, header: Sequence[str], rows: Sequence[Sequence[str]], widths: Sequence[int]
-) -> None:
-    pdf.set_font("Helvetica", "B", 8)
-    for text, width in zip(header, widths, strict=True):
-        pdf.cell(width, 6, _latin1(text), border=1)
-    pdf.ln()
-    pdf.set_font("Helvetica", "", 8)
-    for row in rows:
-        for text, width in zip(row, widths, strict=True):
-            pdf.cell(width, 5, _latin1(str(text))[:60], border=1)
-        pdf.ln()
-    pdf.ln(3)
-
-
 def render_pdf(report: Report) -> bytes:
     from fpdf import FPDF  # a third of a second to import: only when a PDF is made
 
     pdf = FPDF(orientation="landscape", format="A4")
     pdf.set_creator("karkhana")
-    pdf.set_title(_latin1(report.title))
+    pdf.set_title(latin1(report.title))
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 14)
-    pdf.cell(0, 8, _latin1(f"{report.title}: {report.site_name}"))
+    pdf.cell(0, 8, latin1(f"{report.title}: {report.site_name}"))
     pdf.ln()
     pdf.set_font("Helvetica", "", 9)
-    pdf.cell(0, 5, _latin1(f"Period: {report.period}. Generated {report.generated}."))
+    pdf.cell(0, 5, latin1(f"Period: {report.period}. Generated {report.generated}."))
     pdf.ln(8)
     rows = [_figures(m.name, m.oee) for m in report.machines]
     rows.append(_figures("Plant", report.plant))
-    _table(pdf, FIGURE_HEADER, rows, [60, 28, 28, 28, 28, 24, 22, 22, 22])
+    table(pdf, FIGURE_HEADER, rows, [60, 28, 28, 28, 28, 24, 22, 22, 22])
     pdf.set_font("Helvetica", "I", 8)
     pdf.cell(0, 5, QUALITY_NOTE)
     pdf.ln(7)
     losses = report.plant.losses
-    _table(
+    table(
         pdf,
         ["six big losses", "value"],
         [
@@ -228,13 +210,13 @@ def render_pdf(report: Report) -> bytes:
         ],
         [60, 40],
     )
-    _table(
+    table(
         pdf,
         ["downtime reason (Pareto)", "minutes", "stops"],
         [[i.label.en, f"{i.duration_ms / 60_000:.1f}", str(i.count)] for i in report.pareto],
         [90, 30, 20],
     )
-    _table(
+    table(
         pdf,
         ["top stops: machine", "start", "minutes", "state", "reason"],
         [

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from karkhana.core.errors import InvalidPayload
-from karkhana.core.timeutil import nice_bucket, parse_duration, parse_ts
+from karkhana.core.timeutil import nice_bucket, parse_duration, parse_query_ts, parse_ts
 
 
 def test_parse_ts_forms() -> None:
@@ -46,3 +46,11 @@ def test_nice_bucket_is_rollup_friendly_and_near_the_ask(span: int, points: int)
         assert b % 60_000 == 0
     if b >= 3_600_000:
         assert b % 3_600_000 == 0
+
+
+def test_query_times_lie_between_2000_and_2100() -> None:
+    assert parse_query_ts("2026-01-01T00:00:00Z", "start") == 1_767_225_600_000
+    assert parse_query_ts(946_684_800_000, "start") == 946_684_800_000
+    for bad in (1_700_000_000, "1999-12-31T23:59:59Z", "2100-01-01T00:00:01Z"):
+        with pytest.raises(InvalidPayload, match="start: must lie between"):
+            parse_query_ts(bad, "start")
