@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import os
+
+# one OpenMP thread for the model fits of the tests (and the servers they start): on two busy
+# cores OpenMP's waiting threads slow scikit-learn's boosted trees many times over
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 import socket
 from collections.abc import AsyncIterator

@@ -59,7 +59,7 @@ def test_remaining_life_is_shown_charted_and_raises_a_work_order(
         loom, truth = wearing_loom(api, server.url)
         r = api.post(
             "/api/v1/maintenance/models/power_loom/train",
-            json={"kind": "rul", "source": "simulated", "lives": 6, "holdout": 0},
+            json={"kind": "rul", "source": "simulated", "lives": 4, "holdout": 0},
             timeout=300,
         )
         assert r.status_code == 201, r.text

@@ -262,12 +262,12 @@ async def test_models_are_trained_listed_and_scored_through_the_api(
     assert r.status_code == 400 and "at least 2 lives" in r.json()["detail"], r.text
     r = await admin.post(
         f"{BASE}/models/power_loom/train",
-        json={"kind": "rul", "source": "simulated", "lives": 4, "holdout": 0},
+        json={"kind": "rul", "source": "simulated", "lives": 3, "holdout": 0},
     )
     assert r.status_code == 201, r.text
     manifest = r.json()
     assert manifest["version"] == 1 and manifest["kind"] == "rul"
-    assert manifest["data"]["source"] == "simulator" and manifest["data"]["lives"] == 4
+    assert manifest["data"]["source"] == "simulator" and manifest["data"]["lives"] == 3
     assert len(manifest["signals"]) == 8  # four loom signals, raw and relative
     listed = (await admin.get(f"{BASE}/models")).json()
     assert [(m["template"], m["version"]) for m in listed] == [("power_loom", 1)]
