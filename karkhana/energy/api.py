@@ -155,6 +155,18 @@ def _summary_json(s: Summary) -> dict[str, Any]:
         },
         "unmetered_kwh": s.unmetered_kwh,
         "coverage": s.coverage,
+        "base_load_kw": s.base_load_kw,
+        "peak_events": [
+            {
+                "start_ms": e.start_ms,
+                "end_ms": e.end_ms,
+                "kw": e.demand_kw,
+                "month_max_kw": e.month_max_kw,
+                "running": list(e.running),
+                "starting": list(e.starting),
+            }
+            for e in s.peak_events
+        ],
     }
 
 
@@ -215,7 +227,8 @@ async def summary(
     rt: RuntimeDep, site_id: SiteId, start: str | None = Start, end: str | None = End
 ) -> dict[str, Any]:
     """Energy, cost by tariff period, demand, power factor, supply, outages, generator diesel,
-    idle energy and the unmetered remainder over a range."""
+    idle energy, the unmetered remainder, the base load and the peak-demand events over a
+    range."""
     service = _service(rt)
     site = await service.site(site_id)
     t0, t1 = _range(service, site, start, end)
@@ -239,9 +252,12 @@ async def series(
     site_id: SiteId,
     start: str | None = Start,
     end: str | None = End,
-    bucket: str = Query("hour", max_length=8, description="hour or day"),
+    bucket: str = Query(
+        "hour", max_length=8, description="hour, day or shift (the production calendar's)"
+    ),
 ) -> list[dict[str, Any]]:
-    """Energy, cost, tariff period, demand and source per local hour or day."""
+    """Energy, cost (peak and off-peak parts), tariff period, demand and source per local hour,
+    day or shift."""
     service = _service(rt)
     site = await service.site(site_id)
     t0, t1 = _range(service, site, start, end)
@@ -296,13 +312,20 @@ async def advice(
 
 @router.get("/sites/{site_id}/intensity")
 async def intensity(
-    rt: RuntimeDep, site_id: SiteId, start: str | None = Start, end: str | None = End
+    rt: RuntimeDep,
+    site_id: SiteId,
+    start: str | None = Start,
+    end: str | None = End,
+    by: str | None = Query(
+        None, max_length=8, description="shift or day (default: one row per machine and line)"
+    ),
 ) -> list[dict[str, Any]]:
-    """Energy per unit produced of each production machine (from its own power signal)."""
+    """Energy per unit produced of each production machine and line (from the machines' own
+    power signals), over the range or per shift or day."""
     service = _service(rt)
     site = await service.site(site_id)
     t0, t1 = _range(service, site, start, end)
-    return await service.intensity(site, t0, t1)
+    return await service.intensity(site, t0, t1, by)
 
 
 async def _report(rt: Runtime, site_id: str, month: str | None, fmt: str) -> Response:

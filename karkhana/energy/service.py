@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -69,16 +70,20 @@ from karkhana.energy.waste import (
     AirLeakEvidence,
     AirLeakFit,
     IdleEnergy,
+    PeakEvent,
     WindowEnergy,
     air_leak,
     air_leak_in_production,
+    base_load,
     energy_in_windows,
     idle_energy,
     merge_windows,
     peak_demand,
     quiet_windows,
 )
+from karkhana.production.calendar import day_span, shifts_between
 from karkhana.production.downtime import POWER_OUTAGE
+from karkhana.production.model import ShiftWindow
 from karkhana.production.service import ProductionService
 from karkhana.store.base import Agg, Store
 
@@ -100,6 +105,9 @@ FINE_LIMIT_MS = 7 * DAY_MS
 LIVE_MS = 10 * MINUTE_MS
 """A meter's latest reading counts as "now" when it is at most this old."""
 MAX_RANGE_MS = 400 * DAY_MS
+MAX_PEAK_EVENTS = 10
+"""The summary lists at most this many peak-demand events, highest first."""
+BASE_LOAD_PERCENTILE = 10.0
 
 Binding = tuple[str, str]
 Series = list[tuple[int, Value]]
@@ -112,6 +120,7 @@ class MachineRef:
     template: str
     category: str
     bindings: Mapping[str, Binding]
+    line_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,8 @@ class Site:
     meters: tuple[MeterRole, ...]
     machines: Mapping[str, MachineRef]
     panels: tuple[MachineRef, ...]
+    lines: Mapping[str, str] = field(default_factory=dict)
+    """line id -> name"""
 
     @property
     def main_meters(self) -> list[MeterRole]:
@@ -268,6 +279,11 @@ class Summary:
     idle_rate: float
     unmetered_kwh: float | None
     coverage: float
+    base_load_kw: float | None = None
+    """A low percentile of the main meter's power in the hours without production (None
+    without a single main meter with power, or without such hours)."""
+    peak_events: tuple[PeakEvent, ...] = ()
+    """30-minute demand blocks near the calendar month's maximum, highest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +302,10 @@ class MonthData:
     days: list[PeriodCost]
     summary: Summary
     advice: list[AdviceItem] = field(default_factory=list)
+    intensity_days: list[dict[str, Any]] = field(default_factory=list)
+    """Energy per unit of each production machine and line per day (`intensity` rows)."""
+    shifts: list[dict[str, Any]] = field(default_factory=list)
+    """Energy and cost per shift (`series` rows of ``bucket="shift"``)."""
 
 
 _READS: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("energy_reads", default=None)
@@ -358,6 +378,20 @@ def _local_hours(windows: Sequence[tuple[int, int]], tz: ZoneInfo) -> str:
     return ", ".join(seen)
 
 
+Span = tuple[int, int, dict[str, Any]]
+"""A shift or day within a range: start, end and the labels its rows carry."""
+BY = ("shift", "day")
+
+
+def _pieces(spans: Sequence[Span]) -> tuple[npt.NDArray[np.int64], list[tuple[int, int]]]:
+    """The sorted edges of all spans, and each span as the indices of its first and last edge:
+    a figure of a span is the sum of the pieces between them (spans may leave gaps)."""
+    edges = np.unique(np.array([t for a, b, _ in spans for t in (a, b)], np.int64))
+    return edges, [
+        (int(np.searchsorted(edges, a)), int(np.searchsorted(edges, b))) for a, b, _ in spans
+    ]
+
+
 def parse_month(month: str) -> tuple[int, int]:
     """``YYYY-MM`` as (year, month)."""
     text = month.strip()
@@ -427,8 +461,10 @@ class EnergyService:
         except (KeyError, ValueError):
             tz = ZoneInfo("Asia/Karachi")
         machines: dict[str, MachineRef] = {}
+        lines: dict[str, str] = {}
         for area in node["areas"]:
             for line in area["lines"]:
+                lines[line["id"]] = line["name"]
                 for m in line["machines"]:
                     template = self.assets.templates.get(m["template"])
                     full = await self.assets.get_machine(m["id"])
@@ -438,6 +474,7 @@ class EnergyService:
                         m["template"],
                         template.category if template else "",
                         {s.name: (s.device_id, s.key) for s in full.signals},
+                        line["id"],
                     )
         panels = tuple(m for m in machines.values() if m.template == PANEL_TEMPLATE)
         meters = [
@@ -454,6 +491,7 @@ class EnergyService:
             tuple(meter_roles(sorted(meters), cfg)),
             machines,
             panels,
+            lines,
         )
 
     def check_range(self, start: int, end: int) -> None:
@@ -749,6 +787,39 @@ class EnergyService:
         base = tariff.flat_rate if tariff.flat_rate is not None else tariff.off_peak_rate
         return (base or 0.0) + adj
 
+    # -- shifts and days ------------------------------------------------------------------
+    def shifts(self, site: Site, start: int, end: int) -> list[ShiftWindow]:
+        """The production calendar's working shifts that start in ``[start, end)`` (a shift
+        belongs to the day it starts on, as in production's reports)."""
+        info = self.production.sites.get(site.id)
+        if info is None:
+            return []
+        return [
+            w for w in shifts_between(info.calendar, site.tz, start, end) if w.start_ms >= start
+        ]
+
+    def spans(self, site: Site, start: int, end: int, by: str) -> list[Span]:
+        """The shifts (clipped at ``end``) or local days (clipped to the range) of a range."""
+        if by == "shift":
+            return [
+                (
+                    w.start_ms,
+                    min(w.end_ms, end),
+                    {"shift_id": w.id, "shift_name": w.name, "day": w.day},
+                )
+                for w in self.shifts(site, start, end)
+            ]
+        if by == "day":
+            out: list[Span] = []
+            day = local_date(start, site.tz)
+            while True:
+                a, b = day_span(day, site.tz)
+                if a >= end:
+                    return out
+                out.append((max(a, start), min(b, end), {"day": day.isoformat()}))
+                day = local_date(b, site.tz)
+        raise InvalidPayload(f"by: expected shift or day, got {by[:20]!r}")
+
     # -- answers --------------------------------------------------------------------------
     @_reads_once
     async def summary(self, site: Site, start: int, end: int) -> Summary:
@@ -793,6 +864,7 @@ class EnergyService:
             if rest is not None:
                 unmetered_kwh = float(rest.series().split([start, end])[0])
         coverage = float(energy.covered_ms([start, end])[0]) / (end - start) if len(energy) else 0.0
+        base_kw, events = await self.base_and_peaks(site, start, end)
         return Summary(
             site=site,
             start_ms=start,
@@ -809,7 +881,44 @@ class EnergyService:
             idle_rate=rate,
             unmetered_kwh=unmetered_kwh,
             coverage=min(1.0, coverage),
+            base_load_kw=base_kw,
+            peak_events=events,
         )
+
+    async def base_and_peaks(
+        self, site: Site, start: int, end: int
+    ) -> tuple[float | None, tuple[PeakEvent, ...]]:
+        """The base load in ``[start, end)`` and its peak-demand events, from the 1-minute
+        averages of the single main meter's power. The events are the 30-minute blocks within
+        the range at 95% or more of the calendar month's highest block (read from the month's
+        first day, so a quiet day does not call its own top block a peak), with the production
+        machines running and starting in them."""
+        mains = site.main_meters
+        if len(mains) != 1:
+            return None, ()
+        main = site.machines[mains[0].machine_id]
+        day = local_date(start, site.tz)
+        month_start = min(start, at_local(day.replace(day=1), 0, site.tz))
+        power = await self._power_of(main, month_start, end, minutes=True)
+        if not power:
+            return None, ()
+        intervals = await self._intervals([m.id for m in self._consumers(site)], start, end)
+        producers = {
+            mid: ivs
+            for mid, ivs in intervals.items()
+            if ivs and mid in self.production.machines and self.production.machines[mid].produces
+        }
+        base: float | None = None
+        if producers:
+            quiet = quiet_windows(producers, start, min(end, self.clock.now_ms()))
+            if quiet:
+                with contextlib.suppress(InvalidPayload):
+                    base = base_load(power, quiet, percentile=BASE_LOAD_PERCENTILE).kw
+        running = {site.machines[mid].name: ivs for mid, ivs in producers.items()}
+        peak = peak_demand(power, machines=running, tz=str(site.tz))
+        inside = [e for e in peak.events if e.near_max and start <= e.start_ms < end]
+        inside.sort(key=lambda e: (-e.demand_kw, e.start_ms))
+        return base, tuple(inside[:MAX_PEAK_EVENTS])
 
     @_reads_once
     async def meters(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
@@ -882,37 +991,59 @@ class EnergyService:
 
     @_reads_once
     async def series(self, site: Site, start: int, end: int, bucket: str) -> list[dict[str, Any]]:
+        """Energy and cost per local hour, day or shift of the production calendar (shifts that
+        start in the range, the last clipped at its end), with the peak and off-peak parts."""
         self.check_range(start, end)
-        if bucket not in ("hour", "day"):
-            raise InvalidPayload("bucket: expected hour or day")
-        if bucket == "hour":
-            days = day_edges(start, end, site.tz)
-            grid = np.arange(int(days[0]), int(days[-1]) + 1, HOUR_MS, dtype=np.int64)
+        if bucket not in ("hour", "day", "shift"):
+            raise InvalidPayload("bucket: expected hour, day or shift")
+        if bucket == "shift":
+            spans = self.spans(site, start, end, "shift")
+            if not spans:
+                return []
         else:
-            grid = day_edges(start, end, site.tz)
-        inner = grid[(grid > start) & (grid < end)]
-        edges = np.concatenate(([start], inner, [end])).astype(np.int64)
-        readings = await self.read_meters(site, start, end)
+            if bucket == "hour":
+                days = day_edges(start, end, site.tz)
+                grid = np.arange(int(days[0]), int(days[-1]) + 1, HOUR_MS, dtype=np.int64)
+            else:
+                grid = day_edges(start, end, site.tz)
+            inner = grid[(grid > start) & (grid < end)]
+            bounds = [start, *(int(t) for t in inner), end]
+            spans = [(a, b, {}) for a, b in itertools.pairwise(bounds)]
+        edges, index = _pieces(spans)
+        lo, hi = int(edges[0]), int(edges[-1])
+        readings = await self.read_meters(site, lo, hi)
         site_grid = self.site_grid(readings)
         energy = site_grid.series() if site_grid is not None else IntervalSeries.empty()
-        costs = period_costs(site.tariff, energy, edges, site.tz)
+        pieces = period_costs(site.tariff, energy, edges, site.tz)
         interval = site.tariff.demand.interval_min if site.tariff.demand else 30
-        kw = demand(energy, start, end, site.tz, interval)
-        supply = await self.supply(site, start, end)
-        peaks = peak_spans(site.tariff, start, end, site.tz)
+        kw = demand(energy, lo, hi, site.tz, interval)
+        supply = await self.supply(site, lo, hi)
+        peaks = peak_spans(site.tariff, lo, hi, site.tz)
+        t = site.tariff
+        adj = sum(x.per_kwh for x in t.adjustments)
         rows = []
-        for c in costs:
-            inside = (kw.start_ms >= c.start_ms) & (kw.start_ms < c.end_ms)
+        for (a, b, labels), (i, j) in zip(spans, index, strict=True):
+            part = pieces[i:j]
+            kwh_peak = sum(p.kwh_peak for p in part)
+            kwh_off = sum(p.kwh_off_peak for p in part)
+            cost = sum(p.amount for p in part)
+            cost_peak = kwh_peak * ((t.peak_rate or 0.0) + adj) if t.time_of_use else 0.0
+            inside = (kw.start_ms >= a) & (kw.start_ms < b)
             rows.append(
                 {
-                    "ts": c.start_ms,
-                    "end_ms": c.end_ms,
-                    "kwh": c.kwh,
-                    "cost": c.amount,
-                    "period": self._period_of(site.tariff, peaks, c.start_ms, c.end_ms),
+                    "ts": a,
+                    "end_ms": b,
+                    **labels,
+                    "kwh": kwh_peak + kwh_off,
+                    "cost": cost,
+                    "kwh_peak": kwh_peak,
+                    "kwh_off_peak": kwh_off,
+                    "cost_peak": cost_peak,
+                    "cost_off_peak": cost - cost_peak,
+                    "period": self._period_of(t, peaks, a, b),
                     "demand_kw": float(kw.values[inside].max()) if inside.any() else None,
-                    "source": supply.source_at(c.start_ms, c.end_ms),
-                    "coverage": c.coverage,
+                    "source": supply.source_at(a, b),
+                    "coverage": sum(p.coverage * (p.end_ms - p.start_ms) for p in part) / (b - a),
                 }
             )
         return rows
@@ -1275,19 +1406,30 @@ class EnergyService:
         return out
 
     @_reads_once
-    async def intensity(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
+    async def intensity(
+        self, site: Site, start: int, end: int, by: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Energy per unit of each production machine and each of their lines, over the range
+        or per shift or day (``by``). Energy is the machine's own power (estimated from its
+        motor current where it has no power signal); units are its good count."""
         self.check_range(start, end)
+        spans: list[Span] = (
+            [(start, end, {})] if by in (None, "") else self.spans(site, start, end, by)
+        )
         machines = [
             m
             for m in self.production.machines.values()
             if m.site_id == site.id and m.produces and m.id in site.machines
         ]
+        if not spans or not machines:
+            return []
+        edges, index = _pieces(spans)
+        width = np.diff(edges).astype(np.float64)
         counts = await self.production.counts([m.id for m in machines], start, end)
-        rows = []
+        per_machine: list[tuple[MachineRef, str, bool, list[tuple[float, float, float]]]] = []
         for info in machines:
             m = site.machines[info.id]
             power = await self._power_of(m, start, end, minutes=True)
-            kwh = 0.0
             energy = IntervalSeries.empty()
             if power:
                 starts = np.array([t for t, _ in power], np.int64)
@@ -1302,20 +1444,58 @@ class EnergyService:
             if c is not None and c.minutes.size:
                 good = c.totals - c.rejects
                 produced = IntervalSeries(c.minutes, c.minutes + MINUTE_MS, good, unit)
-            got = intensity_of(energy, produced, [start, end])[0]
-            kwh = got.kwh
-            rows.append(
-                {
+            parts = intensity_of(energy, produced, edges)
+            kwh = np.array([p.kwh for p in parts])
+            units = np.array([p.produced for p in parts])
+            covered = np.array([p.coverage for p in parts]) * width
+            figures = [
+                (float(kwh[a:b].sum()), float(units[a:b].sum()), float(covered[a:b].sum()))
+                for a, b in index
+            ]
+            per_machine.append((m, unit, "power_kw" not in m.bindings, figures))
+        rows: list[dict[str, Any]] = []
+        for n, (a, b, labels) in enumerate(spans):
+            lines: dict[str, list[dict[str, Any]]] = {}
+            for m, unit, estimated, figures in per_machine:
+                kwh_n, units_n, covered_n = figures[n]
+                row = {
+                    "level": "machine",
                     "machine_id": m.id,
+                    "line_id": m.line_id,
                     "name": m.name,
-                    "kwh": kwh,
-                    "units": got.produced,
+                    "start_ms": a,
+                    "end_ms": b,
+                    **labels,
+                    "kwh": kwh_n,
+                    "units": units_n,
                     "unit": unit,
-                    "kwh_per_unit": got.kwh_per_unit,
-                    "coverage": got.coverage,
-                    "estimated": "power_kw" not in m.bindings,
+                    "kwh_per_unit": kwh_n / units_n if units_n > 1e-12 else None,
+                    "coverage": covered_n / (b - a),
+                    "estimated": estimated,
                 }
-            )
+                rows.append(row)
+                lines.setdefault(m.line_id, []).append(row)
+            for line_id, members in lines.items():
+                kwh_l = sum(r["kwh"] for r in members)
+                same = len({r["unit"] for r in members}) == 1
+                units_l = sum(r["units"] for r in members) if same else None
+                rows.append(
+                    {
+                        "level": "line",
+                        "machine_id": None,
+                        "line_id": line_id,
+                        "name": site.lines.get(line_id, line_id),
+                        "start_ms": a,
+                        "end_ms": b,
+                        **labels,
+                        "kwh": kwh_l,
+                        "units": units_l,
+                        "unit": members[0]["unit"] if same else None,
+                        "kwh_per_unit": kwh_l / units_l if units_l and units_l > 1e-12 else None,
+                        "coverage": min(r["coverage"] for r in members),
+                        "estimated": any(r["estimated"] for r in members),
+                    }
+                )
         return rows
 
     @_reads_once
@@ -1330,4 +1510,6 @@ class EnergyService:
             site.tz,
         )
         advice = await self.advice(site, bill.start_ms, end)
-        return MonthData(site, label, bill, days, summary, advice)
+        per_day = await self.intensity(site, bill.start_ms, end, by="day")
+        shifts = await self.series(site, bill.start_ms, end, "shift")
+        return MonthData(site, label, bill, days, summary, advice, per_day, shifts)

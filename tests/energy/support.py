@@ -3,7 +3,7 @@
 Site "mill" (Asia/Karachi): main incomer ``MAIN`` (100 kW, 150 kW in January's peak window
 17:00-21:00, 200 kW from 17:00 to 17:30 on the first day), shed feeder ``SHED`` (60 kW), changeover panel ``PW`` (grid out 10:00-11:00 on the
 first day, the generator carrying the plant from 10:01), loom ``L1`` (running 06:00-21:00,
-stopped at 0.35 A otherwise) and compressor ``C1`` (the simulator's, with a 1.0 m³/min leak,
+100 picks in each running minute, stopped at 0.35 A otherwise) and compressor ``C1`` (the simulator's, with a 1.0 m³/min leak,
 air demand 3 m³/min while the loom runs) and loom ``L2`` (short stops, 10 s samples). Site
 "other" has one meter.
 """
@@ -39,6 +39,7 @@ GENERATOR_FROM = pkt(2026, 1, 5, 10, 1)
 LEAK_M3_MIN = 1.0
 LOOM_STOPPED_A = 0.35
 LOOM_RUN_A = 10.0
+PICKS_PER_MIN = 100.0
 
 
 SPIKE = (pkt(2026, 1, 5, 17), pkt(2026, 1, 5, 17, 30))
@@ -96,6 +97,7 @@ def samples(start: int = DAY1, end: int = DAY3) -> list[Sample]:
     compressor every 10 s."""
     out: list[Sample] = []
     main_e, shed_e = 1000.0, 500.0
+    picks = 0.0
     for t in range(start, end + 1, M):
         out += [
             Sample("meter-main", "energy_kwh", t, round(main_e, 6)),
@@ -115,7 +117,9 @@ def samples(start: int = DAY1, end: int = DAY3) -> list[Sample]:
             Sample("panel", "source", t, "generator" if gen else ("none" if out_now else "grid")),
         ]
         running = loom_running(t)
+        picks += PICKS_PER_MIN if running else 0.0
         out += [
+            Sample("loom-1", "pick_count", t, picks),
             Sample("loom-1", "state", t, "running" if running else "stopped"),
             Sample("loom-1", "motor_current_a", t, LOOM_RUN_A if running else LOOM_STOPPED_A),
         ]

@@ -28,9 +28,11 @@ from tests.energy.support import (
     LOOM2,
     LOOM2_STOP_MS,
     LOOM2_STOPS,
+    LOOM_RUN_A,
     LOOM_STOPPED_A,
     NOW,
     OUTAGE,
+    PICKS_PER_MIN,
     SPIKE,
     H,
     M,
@@ -309,7 +311,7 @@ async def test_meters_series_and_unknown_site(mill: Runtime) -> None:
         await mill.energy.site("nowhere")
     with pytest.raises(InvalidPayload):
         await mill.energy.summary(site, DAY3, DAY1)
-    with pytest.raises(InvalidPayload, match="hour or day"):
+    with pytest.raises(InvalidPayload, match="hour, day or shift"):
         await mill.energy.series(site, DAY1, DAY3, "week")
 
 
@@ -322,7 +324,94 @@ async def test_energy_per_unit_from_the_loom_current(mill: Runtime) -> None:
     expected = (running_h * 10.0 + stopped_h * LOOM_STOPPED_A) * KW_PER_AMP
     assert loom["kwh"] == pytest.approx(expected, rel=0.01)
     assert loom["estimated"] is True
-    assert loom["kwh_per_unit"] is None  # the test loom reports no picks
+    assert loom["units"] == pytest.approx(2 * 15 * 60 * PICKS_PER_MIN)
+    assert loom["unit"] == "picks"
+    assert loom["kwh_per_unit"] == pytest.approx(expected / loom["units"], rel=0.01)
+
+
+def _loom_kwh(running_h: float, stopped_h: float) -> float:
+    return (running_h * LOOM_RUN_A + stopped_h * LOOM_STOPPED_A) * KW_PER_AMP
+
+
+async def test_energy_per_unit_per_shift_and_day(mill: Runtime) -> None:
+    """The default calendar's shifts A 06-14, B 14-22, C 22-06 starting on 5 and 6 January
+    (Mondays to Saturdays): loom 1 runs 06:00-21:00 at 100 picks a minute."""
+    site = await mill.energy.site("mill")
+    rows = await mill.energy.intensity(site, DAY1, DAY3, by="shift")
+    loom = [r for r in rows if r["machine_id"] == "L1"]
+    assert [(r["day"], r["shift_id"]) for r in loom] == [
+        (d, s) for d in ("2026-01-05", "2026-01-06") for s in ("A", "B", "C")
+    ]
+    assert loom[0]["start_ms"] == pkt(2026, 1, 5, 6) and loom[0]["end_ms"] == pkt(2026, 1, 5, 14)
+    assert loom[-1]["end_ms"] == DAY3  # the night shift clipped at the range's end
+    a, b, c = loom[:3]
+    assert a["kwh"] == pytest.approx(_loom_kwh(8, 0))
+    assert a["units"] == pytest.approx(8 * 60 * PICKS_PER_MIN)
+    assert a["kwh_per_unit"] == pytest.approx(_loom_kwh(8, 0) / 48_000)
+    assert b["kwh"] == pytest.approx(_loom_kwh(7, 1))
+    assert b["units"] == pytest.approx(7 * 60 * PICKS_PER_MIN)
+    assert c["kwh"] == pytest.approx(_loom_kwh(0, 8))
+    assert c["units"] == 0 and c["kwh_per_unit"] is None  # nothing made: no figure
+    assert loom[-1]["kwh"] == pytest.approx(_loom_kwh(0, 2))
+    # the line: both looms' energy over loom 1's picks (loom 2 counts nothing)
+    line = [r for r in rows if r["level"] == "line"]
+    assert len(line) == 6 and {r["name"] for r in line} == {"Line"}
+    loom2 = [r for r in rows if r["machine_id"] == "L2"]
+    assert loom2[0]["kwh"] > 0 and loom2[0]["units"] == 0
+    assert line[0]["kwh"] == pytest.approx(a["kwh"] + loom2[0]["kwh"])
+    assert line[0]["units"] == pytest.approx(a["units"])
+    assert line[0]["kwh_per_unit"] == pytest.approx(line[0]["kwh"] / a["units"])
+    days = await mill.energy.intensity(site, DAY1, DAY3, by="day")
+    loom_days = [r for r in days if r["machine_id"] == "L1"]
+    assert [r["day"] for r in loom_days] == ["2026-01-05", "2026-01-06"]
+    assert loom_days[0]["kwh"] == pytest.approx(_loom_kwh(15, 9))
+    assert loom_days[0]["units"] == pytest.approx(15 * 60 * PICKS_PER_MIN)
+    assert loom_days[0]["coverage"] == pytest.approx(1.0)
+    with pytest.raises(InvalidPayload, match="shift or day"):
+        await mill.energy.intensity(site, DAY1, DAY3, by="week")
+
+
+async def test_energy_and_cost_per_shift(mill: Runtime) -> None:
+    """The main incomer: 100 kW, 150 kW in the 17:00-21:00 peak, 200 kW 17:00-17:30 on the
+    first day; peak 46.50, off-peak 38.50, adjustments 3.50 PKR/kWh."""
+    site = await mill.energy.site("mill")
+    rows = await mill.energy.series(site, DAY1, DAY3, "shift")
+    assert [(r["day"], r["shift_id"], r["shift_name"]) for r in rows][:3] == [
+        ("2026-01-05", "A", "Morning"),
+        ("2026-01-05", "B", "Evening"),
+        ("2026-01-05", "C", "Night"),
+    ]
+    assert len(rows) == 6
+    a, b, c = rows[:3]
+    assert (a["kwh_peak"], a["kwh_off_peak"]) == pytest.approx((0.0, 800.0))
+    assert a["cost"] == pytest.approx(800 * (38.50 + 3.50))
+    assert a["period"] == "off_peak"
+    assert (b["kwh_peak"], b["kwh_off_peak"]) == pytest.approx((625.0, 400.0))
+    assert b["cost_peak"] == pytest.approx(625 * (46.50 + 3.50))
+    assert b["cost_off_peak"] == pytest.approx(400 * (38.50 + 3.50))
+    assert b["cost"] == pytest.approx(b["cost_peak"] + b["cost_off_peak"])
+    assert b["period"] == "mixed" and b["demand_kw"] == pytest.approx(200.0)
+    assert c["kwh"] == pytest.approx(800.0) and c["coverage"] == pytest.approx(1.0)
+    assert rows[4]["kwh_peak"] == pytest.approx(600.0)
+    assert rows[5]["ts"] == pkt(2026, 1, 6, 22) and rows[5]["end_ms"] == DAY3
+    assert rows[5]["kwh"] == pytest.approx(200.0)
+    # a Sunday has no shifts in the default calendar
+    assert await mill.energy.series(site, pkt(2026, 1, 4), DAY1, "shift") == []
+
+
+async def test_base_load_and_peak_demand_events(mill: Runtime) -> None:
+    site = await mill.energy.site("mill")
+    s = await mill.energy.summary(site, DAY1, DAY3)
+    # the main incomer draws 100 kW whenever no loom runs
+    assert s.base_load_kw == pytest.approx(100.0)
+    # only the 200 kW half hour is within 95% of the month's highest block
+    assert [(e.start_ms, e.demand_kw) for e in s.peak_events] == [(SPIKE[0], 200.0)]
+    # loom 2's last state (running) holds in production's record after its samples stop
+    assert s.peak_events[0].running == ("Loom 1", "Loom 2")
+    assert s.peak_events[0].starting == ()
+    # a range without the spike still judges its blocks against the month's maximum
+    later = await mill.energy.summary(site, pkt(2026, 1, 6), DAY3)
+    assert later.peak_events == ()
 
 
 WEAVE_LOOMS = 12
