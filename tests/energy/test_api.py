@@ -12,7 +12,7 @@ from karkhana.core.clock import FakeClock
 from karkhana.runtime import Runtime
 from karkhana.security.policy import Role
 from tests.conftest import ADMIN_PASSWORD, make_settings
-from tests.energy.support import DAY1, DAY3, NOW, OUTAGE, load, write_config
+from tests.energy.support import DAY1, DAY3, NOW, OUTAGE, SPIKE, load, pkt, write_config
 
 pytestmark = pytest.mark.anyio
 PASSWORD = "a-long-enough-password"
@@ -36,6 +36,8 @@ SUMMARY_FIELDS = {
     "idle",
     "unmetered_kwh",
     "coverage",
+    "base_load_kw",
+    "peak_events",
 }
 
 
@@ -138,6 +140,68 @@ async def test_meters_series_outages_intensity(api: httpx.AsyncClient) -> None:
     ]
     rows = (await api.get("/api/v1/energy/sites/mill/intensity", params=RANGE)).json()
     assert {"machine_id", "name", "kwh", "units", "unit", "kwh_per_unit"} <= rows[0].keys()
+
+
+async def test_base_load_peak_events_and_shifts(api: httpx.AsyncClient) -> None:
+    s = (await api.get("/api/v1/energy/sites/mill/summary", params=RANGE)).json()
+    assert s["base_load_kw"] == pytest.approx(100.0)
+    assert s["peak_events"] == [
+        {
+            "start_ms": SPIKE[0],
+            "end_ms": SPIKE[1],
+            "kw": pytest.approx(200.0),
+            "month_max_kw": pytest.approx(200.0),
+            "running": ["Loom 1", "Loom 2"],
+            "starting": [],
+        }
+    ]
+    r = await api.get("/api/v1/energy/sites/mill/series", params={**RANGE, "bucket": "shift"})
+    assert r.status_code == 200, r.text
+    shifts = r.json()
+    assert [(x["day"], x["shift_id"]) for x in shifts[:2]] == [
+        ("2026-01-05", "A"),
+        ("2026-01-05", "B"),
+    ]
+    evening = shifts[1]
+    assert evening["ts"] == pkt(2026, 1, 5, 14) and evening["end_ms"] == pkt(2026, 1, 5, 22)
+    assert evening["kwh_peak"] == pytest.approx(625.0)
+    assert evening["kwh_off_peak"] == pytest.approx(400.0)
+    assert evening["cost_peak"] == pytest.approx(625.0 * 50.0)
+    assert evening["cost"] == pytest.approx(625.0 * 50.0 + 400.0 * 42.0)
+    bad = await api.get("/api/v1/energy/sites/mill/series", params={**RANGE, "bucket": "week"})
+    assert bad.status_code in (400, 422)
+
+
+async def test_intensity_per_shift_and_day(api: httpx.AsyncClient) -> None:
+    url = "/api/v1/energy/sites/mill/intensity"
+    rows = (await api.get(url, params={**RANGE, "by": "shift"})).json()
+    morning = next(r for r in rows if r["machine_id"] == "L1" and r["shift_id"] == "A")
+    assert morning.keys() >= {
+        "level",
+        "machine_id",
+        "line_id",
+        "name",
+        "start_ms",
+        "end_ms",
+        "shift_id",
+        "shift_name",
+        "day",
+        "kwh",
+        "units",
+        "unit",
+        "kwh_per_unit",
+        "coverage",
+    }
+    assert morning["day"] == "2026-01-05" and morning["unit"] == "picks"
+    assert morning["units"] == pytest.approx(48_000.0)
+    assert morning["kwh_per_unit"] == pytest.approx(morning["kwh"] / 48_000.0)
+    night = next(r for r in rows if r["machine_id"] == "L1" and r["shift_id"] == "C")
+    assert night["kwh_per_unit"] is None
+    assert {r["level"] for r in rows} == {"machine", "line"}
+    days = (await api.get(url, params={**RANGE, "by": "day"})).json()
+    assert sorted({r["day"] for r in days}) == ["2026-01-05", "2026-01-06"]
+    bad = await api.get(url, params={**RANGE, "by": "week"})
+    assert bad.status_code in (400, 422)
 
 
 async def test_bill_compare_and_advice(api: httpx.AsyncClient) -> None:
