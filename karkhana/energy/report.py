@@ -1,5 +1,6 @@
-"""The monthly energy report: the bill estimate, energy by tariff period, cost per day, outages
-and diesel, idle energy and savings, as CSV (English and Urdu labels) and PDF (English)."""
+"""The monthly energy report: the bill estimate, energy by tariff period, cost per day and per
+shift, energy per unit per day, outages and diesel, idle energy and savings, as CSV (English and
+Urdu labels) and PDF (English)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "off_peak": ("Off-peak", "آف پیک"),
     "flat": ("All hours", "تمام اوقات"),
     "days": ("Cost per day", "روزانہ لاگت"),
+    "shifts": ("Energy and cost per shift", "فی شفٹ بجلی اور لاگت"),
+    "intensity": ("Energy per unit produced, per day", "فی یونٹ پیداوار بجلی، روزانہ"),
     "supply": ("Outages and diesel", "لوڈ شیڈنگ اور ڈیزل"),
     "outages": ("Outages", "بجلی کی بندش"),
     "outage_hours": ("Outage hours", "بندش کے گھنٹے"),
@@ -103,6 +106,52 @@ def _sections(data: MonthData) -> list[tuple[str, list[str], list[list[str]]]]:
                 ]
                 for d in data.days
                 if d.start_ms < s.end_ms
+            ],
+        )
+    )
+    out.append(
+        (
+            "shifts",
+            [
+                "day",
+                "shift",
+                "kWh",
+                "peak kWh",
+                f"peak cost ({cur})",
+                f"off-peak cost ({cur})",
+                f"energy cost ({cur})",
+                "coverage",
+            ],
+            [
+                [
+                    str(r["day"]),
+                    str(r["shift_name"]),
+                    _kwh(r["kwh"]),
+                    _kwh(r["kwh_peak"]),
+                    _money(r["cost_peak"]),
+                    _money(r["cost_off_peak"]),
+                    _money(r["cost"]),
+                    f"{r['coverage']:.0%}",
+                ]
+                for r in data.shifts
+            ],
+        )
+    )
+    out.append(
+        (
+            "intensity",
+            ["day", "machine or line", "kWh", "produced", "unit", "kWh per unit"],
+            [
+                [
+                    str(r["day"]),
+                    str(r["name"]) if r["level"] == "machine" else f"{r['name']} (line)",
+                    _kwh(r["kwh"]),
+                    "-" if r["units"] is None else f"{r['units']:,.0f}",
+                    str(r["unit"] or "-"),
+                    "-" if r["kwh_per_unit"] is None else f"{r['kwh_per_unit']:.4g}",
+                ]
+                for r in data.intensity_days
+                if r["kwh"] > 0 or r["units"]
             ],
         )
     )
@@ -210,6 +259,8 @@ def render_pdf(data: MonthData) -> bytes:
         "bill": [80, 25, 15, 25, 30],
         "periods": [60, 40, 30],
         "days": [35, 30, 30, 40, 25],
+        "shifts": [22, 20, 20, 20, 24, 26, 26, 20],
+        "intensity": [24, 56, 24, 28, 18, 28],
         "supply": [70, 40, 20],
         "outages": [38, 38, 25, 35, 40],
         "idle": [70, 30, 30, 40],

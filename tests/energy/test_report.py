@@ -60,6 +60,17 @@ async def test_csv_sections_and_figures(month: MonthData) -> None:
     assert [d[0] for d in days] == [f"2026-01-0{i}" for i in range(1, 7)]
     assert [d[1] for d in days[4:]] == ["2,625.0", "2,600.0"]
     assert days[0][4] == "0%" and days[5][4] == "100%"
+    shifts = _section(rows, "shifts")
+    evening = next(r for r in shifts if r[0] == "2026-01-05" and r[1] == "Evening")
+    # 14:00-22:00: 625 kWh in the peak hours (150 kW, 200 kW for half an hour), 400 off-peak
+    assert evening[2:4] == ["1,025.0", "625.0"]
+    assert evening[4:7] == [f"{625 * 50:,.0f}", f"{400 * 42:,.0f}", f"{625 * 50 + 400 * 42:,}"]
+    assert not any(r[0] == "2026-01-04" for r in shifts)  # a Sunday: no shifts
+    per_unit = _section(rows, "intensity")
+    loom = next(r for r in per_unit if r[0] == "2026-01-05" and r[1] == "Loom 1")
+    assert loom[3:5] == ["90,000", "picks"]
+    assert float(loom[5]) == pytest.approx(float(loom[2].replace(",", "")) / 90_000, rel=1e-3)
+    assert any(r[1] == "Line (line)" for r in per_unit)
     supply = {r[0]: r[1] for r in _section(rows, "supply")}
     assert supply["Outages"] == "1" and supply["Outage hours"] == "1.0"
     assert supply["Diesel (estimate)"] == "30"  # 31 L/h for 59 minutes
