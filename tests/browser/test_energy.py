@@ -1,6 +1,7 @@
 """The energy page in headless Chromium against `karkhana demo` and its real energy API: cost
 tiles, power source, idle machines, advice, the hourly chart, meters, outages, the month's bill
-compared with an actual bill, report downloads, Urdu right to left, and a phone's screen."""
+compared with an actual bill, report downloads, base load and peak-demand events, cost per shift,
+energy per unit produced, Urdu right to left, and a phone's screen."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def test_energy_page_shows_cost_supply_and_bill_and_compares_a_bill(
     base = f"/api/v1/energy/sites/{site}"
     # asked before the page: today's figures only grow, so the page shows at least these
     summary = api_get(server, f"{base}/summary")
+    shifts = api_get(server, f"{base}/series", bucket="shift")
     sign_in(browser, server, f"#/energy/{site}")
     assert "active" in (
         browser.find_element(By.CSS_SELECTOR, "#nav a[data-page=energy]").get_attribute("class")
@@ -133,6 +135,37 @@ def test_energy_page_shows_cost_supply_and_bill_and_compares_a_bill(
     wait(browser).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#energy-advice ol.advice, #energy-advice .hint")
     )
+    # base load and peak-demand events: a tile, and a row per event or a line saying none
+    assert browser.find_element(By.ID, "kpi-base-load").text.strip()
+    if summary["base_load_kw"] is not None:
+        assert number(text(browser, "#kpi-base-load b")) >= 0
+    peaks = browser.find_elements(By.CSS_SELECTOR, "#peak-events tbody tr")
+    if summary["peak_events"]:
+        assert len(peaks) >= 1
+    else:
+        assert peaks or browser.find_element(By.ID, "peaks-none").is_displayed()
+    # cost per shift of today's calendar: the shifts the API had begun, in order, in rupees
+    wait(browser).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#shift-costs, #energy-shifts .hint")
+    )
+    rows = browser.find_elements(By.CSS_SELECTOR, "#shift-costs tbody tr")
+    assert [r.get_attribute("data-shift") for r in rows][: len(shifts)] == [
+        x["shift_id"] for x in shifts
+    ]
+    for r in rows:
+        assert AMOUNT.match(r.find_elements(By.TAG_NAME, "td")[-1].text), r.text
+    # energy per unit: today's shifts, machine rows and their line's total
+    wait(browser).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#intensity, #energy-intensity .hint")
+    )
+    table = browser.find_elements(By.ID, "intensity")
+    if table:
+        assert table[0].get_attribute("data-by") == "shift"
+        levels = {
+            r.get_attribute("data-level")
+            for r in table[0].find_elements(By.CSS_SELECTOR, "tbody tr")
+        }
+        assert "machine" in levels
     for details in browser.find_elements(By.CSS_SELECTOR, "#energy-advice details"):
         details.find_element(By.TAG_NAME, "summary").click()
         assert details.get_attribute("open") is not None
@@ -192,6 +225,12 @@ def test_energy_page_shows_cost_supply_and_bill_and_compares_a_bill(
     )
     spans = wait(browser).until(lambda d: d.execute_script(asked))
     assert [7 * 86_400_000, "hour"] in spans, spans
+    # the chosen range's energy per unit comes per day
+    wait(browser).until(
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, "#intensity[data-by='day'], #energy-intensity .hint"
+        )
+    )
     assert errors(browser) == []
 
 

@@ -1,6 +1,7 @@
 // Energy (#/energy, #/energy/<site>, #/energy/<site>/<range>): what the electricity costs and
 // where it goes: cost split by tariff period, demand, power factor, power source and load
-// shedding, idle machines, savings advice, the hourly chart, meters, outages and the month's bill.
+// shedding, base load and peak-demand events, cost per shift, energy per unit produced, idle
+// machines, savings advice, the hourly chart, meters, outages and the month's bill.
 import { get, optional, post } from "../api.js";
 import { pick, t } from "../i18n.js";
 import { dateTime, esc, errorBox, num, pct, time, timeZone } from "../format.js";
@@ -133,6 +134,10 @@ export async function render(el, params, ctx) {
     <p class="energy-warn" id="energy-coverage" role="status" hidden></p>
     <div class="kpis energy-kpis" id="energy-kpis"></div>
     <section class="panel"><h2>${esc(t("energy.sources_title"))}</h2><div class="kpis" id="energy-sources"></div></section>
+    <section class="panel" id="energy-peaks-panel"><h2>${esc(t("energy.peaks_title"))}</h2><div class="kpis" id="energy-base"></div>
+      <p class="hint">${esc(t("energy.peaks_hint"))}</p><div id="energy-peaks"></div></section>
+    <section class="panel"><h2>${esc(t("energy.shifts_title"))}</h2><p class="hint">${esc(t("energy.shifts_hint"))}</p><div id="energy-shifts"></div></section>
+    <section class="panel"><h2>${esc(t("energy.intensity_title"))}</h2><p class="hint" id="energy-intensity-hint"></p><div id="energy-intensity"></div></section>
     <section class="panel"><h2>${esc(t("energy.idle_title"))}</h2><p class="hint">${esc(t("energy.idle_hint"))}</p><div id="energy-idle"></div></section>
     <section class="panel"><h2>${esc(t("energy.advice_title"))}</h2><div id="energy-advice"></div></section>
     <section class="panel"><h2>${esc(t("energy.chart_title"))}</h2><p class="error" id="energy-chart-error" role="alert"></p>
@@ -206,6 +211,16 @@ export async function render(el, params, ctx) {
       ] : [`<p class="hint" id="no-generator">${esc(t("energy.no_generator"))}</p>`]),
     ].join("");
 
+    $("#energy-base").innerHTML = kpi("kpi-base-load", s.base_load_kw === null || s.base_load_kw === undefined ? "–"
+      : `${esc(num(s.base_load_kw, 1))} <small>kW</small>`, t("energy.base_load"), `data-value="${esc(s.base_load_kw ?? "")}"`);
+    const events = s.peak_events || [];
+    const names = (list) => (list && list.length ? list.map((n) => `<bdi>${esc(n)}</bdi>`).join(", ") : "–");
+    $("#energy-peaks").innerHTML = events.length ? `<table class="values" id="peak-events"><thead><tr><th>${esc(t("energy.peak_at"))}</th>
+      <th class="v">${esc(t("energy.peak_kw"))}</th><th>${esc(t("energy.peak_running"))}</th><th>${esc(t("energy.peak_starting"))}</th></tr></thead>
+      <tbody>${events.map((e) => `<tr data-start="${esc(e.start_ms)}"><td>${esc(dateTime(e.start_ms))} – ${esc(time(e.end_ms))}</td>
+        <td class="v">${esc(num(e.kw, 1))} kW</td><td>${names(e.running)}</td><td>${names(e.starting)}</td></tr>`).join("")}</tbody></table>`
+      : `<p class="hint" id="peaks-none">${esc(t("energy.peaks_none"))}</p>`;
+
     const idle = s.idle || { kwh: 0, cost: 0, machines: [] };
     const worst = [...(idle.machines || [])].sort((a, b) => (b.cost ?? 0) - (a.cost ?? 0) || (b.kwh ?? 0) - (a.kwh ?? 0));
     $("#energy-idle").innerHTML = `<div class="kpis">${kpi("kpi-idle-kwh", esc(kwh(idle.kwh)), t("energy.idle_kwh"))}
@@ -231,6 +246,37 @@ export async function render(el, params, ctx) {
         <td class="v">${m.voltage_imbalance_pct === null || m.voltage_imbalance_pct === undefined ? "–" : `${esc(num(m.voltage_imbalance_pct, 1))}%`}</td>
         <td class="v">${m.current_imbalance_pct === null || m.current_imbalance_pct === undefined ? "–" : `${esc(num(m.current_imbalance_pct, 1))}%`}</td></tr>`).join("")}
       </tbody></table>`;
+  };
+
+  const showShifts = (rows, cur) => {
+    const box = $("#energy-shifts");
+    if (!rows.length) { box.innerHTML = `<p class="hint">${esc(t("energy.shifts_none"))}</p>`; return; }
+    box.innerHTML = `<table class="values" id="shift-costs"><thead><tr><th>${esc(t("energy.shift"))}</th><th>${esc(t("energy.shift_time"))}</th>
+      <th class="v">${esc(t("energy.energy"))}</th><th class="v">${esc(t("energy.cost_peak_part"))}</th>
+      <th class="v">${esc(t("energy.cost_off_peak_part"))}</th><th class="v">${esc(t("energy.cost"))}</th></tr></thead>
+      <tbody>${rows.map((r) => `<tr data-shift="${esc(r.shift_id)}" data-day="${esc(r.day)}"><td><bdi>${esc(r.shift_name || r.shift_id)}</bdi></td>
+        <td>${esc(time(r.ts))} – ${esc(time(r.end_ms))}</td><td class="v">${esc(kwh(r.kwh))}${r.kwh_peak > 0 ? `<small class="under">${esc(t("energy.chart.peak"))}: ${esc(kwh(r.kwh_peak))}</small>` : ""}</td>
+        <td class="v">${esc(money(r.cost_peak, cur))}</td><td class="v">${esc(money(r.cost_off_peak, cur))}</td>
+        <td class="v" data-value="${esc(r.cost)}">${esc(money(r.cost, cur))}</td></tr>`).join("")}</tbody></table>`;
+  };
+
+  // Energy per unit: machine rows, then their line's total, for each shift (today) or day.
+  const showIntensity = (rows, by) => {
+    const box = $("#energy-intensity");
+    $("#energy-intensity-hint").textContent = t(by === "shift" ? "energy.intensity_hint_shift" : "energy.intensity_hint_day");
+    const shown = rows.filter((r) => r.kwh > 0 || r.units > 0);
+    if (!shown.length) { box.innerHTML = `<p class="hint">${esc(t("energy.intensity_none"))}</p>`; return; }
+    const when = (r) => (by === "shift" ? esc(r.shift_name || r.shift_id) : esc(r.day));
+    const perUnit = (r) => (r.kwh_per_unit === null || r.kwh_per_unit === undefined ? "–"
+      : esc(num(r.kwh_per_unit, r.kwh_per_unit < 0.01 ? 5 : r.kwh_per_unit < 1 ? 3 : 2)));
+    box.innerHTML = `<table class="values" id="intensity" data-by="${esc(by)}"><thead><tr><th>${esc(t(by === "shift" ? "energy.shift" : "energy.day"))}</th>
+      <th>${esc(t("energy.machine"))}</th><th class="v">${esc(t("energy.energy"))}</th><th class="v">${esc(t("energy.produced"))}</th>
+      <th class="v">${esc(t("energy.per_unit"))}</th></tr></thead>
+      <tbody>${shown.map((r) => `<tr data-level="${esc(r.level)}" data-machine="${esc(r.machine_id ?? "")}" data-line="${esc(r.line_id ?? "")}">
+        <td>${when(r)}</td><td>${r.level === "line" ? `<b><bdi>${esc(t("energy.line_total", { name: r.name }))}</bdi></b>`
+          : `<a href="#/machine/${encodeURIComponent(r.machine_id)}"><bdi>${esc(r.name)}</bdi></a>${r.estimated ? ` <small class="hint" title="${esc(t("energy.estimated"))}">*</small>` : ""}`}</td>
+        <td class="v">${esc(kwh(r.kwh))}</td><td class="v">${r.units === null || r.units === undefined ? "–" : `${esc(num(r.units, 0))} <bdi>${esc(r.unit || "")}</bdi>`}</td>
+        <td class="v">${perUnit(r)}</td></tr>`).join("")}</tbody></table>`;
   };
 
   const showOutages = (outages) => {
@@ -334,6 +380,9 @@ export async function render(el, params, ctx) {
       })).catch((e) => { if (!disposed && token === generation) $("#energy-chart-error").textContent = e.message; }),
       get(`${site}/meters`, q).then(guard((m) => showMeters(m, cur))).catch(fail("#energy-meters")),
       get(`${site}/outages`, q).then(guard(showOutages)).catch(fail("#energy-outages")),
+      get(`${site}/series`, { bucket: "shift" }).then(guard((rows) => showShifts(rows, cur))).catch(fail("#energy-shifts")),
+      get(`${site}/intensity`, { ...q, by: range === "today" ? "shift" : "day" })
+        .then(guard((rows) => showIntensity(rows, range === "today" ? "shift" : "day"))).catch(fail("#energy-intensity")),
     ]);
   };
   const loadAdvice = () => get(`${site}/advice`).then((a) => { if (!disposed) showAdvice(a); })
