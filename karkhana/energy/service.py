@@ -67,6 +67,7 @@ from karkhana.energy.sources import (
 from karkhana.energy.tariff import at_local, local_date, peak_spans
 from karkhana.energy.waste import (
     IDLE_STATES,
+    RUNNING_STATES,
     AirLeakEvidence,
     AirLeakFit,
     IdleEnergy,
@@ -108,6 +109,7 @@ MAX_RANGE_MS = 400 * DAY_MS
 MAX_PEAK_EVENTS = 10
 """The summary lists at most this many peak-demand events, highest first."""
 BASE_LOAD_PERCENTILE = 10.0
+NO_DATA = "no_data"
 
 Binding = tuple[str, str]
 Series = list[tuple[int, Value]]
@@ -280,8 +282,8 @@ class Summary:
     unmetered_kwh: float | None
     coverage: float
     base_load_kw: float | None = None
-    """A low percentile of the main meter's power in the hours without production (None
-    without a single main meter with power, or without such hours)."""
+    """A low percentile of the main meter's power in the hours known to be without production
+    (None without a single main meter with power, or without such hours)."""
     peak_events: tuple[PeakEvent, ...] = ()
     """30-minute demand blocks near the calendar month's maximum, highest first."""
 
@@ -889,7 +891,8 @@ class EnergyService:
         self, site: Site, start: int, end: int
     ) -> tuple[float | None, tuple[PeakEvent, ...]]:
         """The base load in ``[start, end)`` and its peak-demand events, from the 1-minute
-        averages of the single main meter's power. The events are the 30-minute blocks within
+        averages of the single main meter's power. The base load counts only the stretches when
+        every production machine's state is known and none runs. The events are the 30-minute blocks within
         the range at 95% or more of the calendar month's highest block (read from the month's
         first day, so a quiet day does not call its own top block a peak), with the production
         machines running and starting in them."""
@@ -910,7 +913,18 @@ class EnergyService:
         }
         base: float | None = None
         if producers:
-            quiet = quiet_windows(producers, start, min(end, self.clock.now_ms()))
+            # hours are without production only where every machine's state is known: the time
+            # before a machine's first record and its ``no_data`` spans count as busy
+            known = {
+                mid: [(start, ivs[0][0], NO_DATA), *ivs] if ivs[0][0] > start else ivs
+                for mid, ivs in producers.items()
+            }
+            quiet = quiet_windows(
+                known,
+                start,
+                min(end, self.clock.now_ms()),
+                running_states=RUNNING_STATES | {NO_DATA},
+            )
             if quiet:
                 with contextlib.suppress(InvalidPayload):
                     base = base_load(power, quiet, percentile=BASE_LOAD_PERCENTILE).kw

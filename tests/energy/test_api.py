@@ -144,7 +144,7 @@ async def test_meters_series_outages_intensity(api: httpx.AsyncClient) -> None:
 
 async def test_base_load_peak_events_and_shifts(api: httpx.AsyncClient) -> None:
     s = (await api.get("/api/v1/energy/sites/mill/summary", params=RANGE)).json()
-    assert s["base_load_kw"] == pytest.approx(100.0)
+    assert s["base_load_kw"] is None  # loom 2 counts as running (test_service explains)
     assert s["peak_events"] == [
         {
             "start_ms": SPIKE[0],

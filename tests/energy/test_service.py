@@ -402,8 +402,9 @@ async def test_energy_and_cost_per_shift(mill: Runtime) -> None:
 async def test_base_load_and_peak_demand_events(mill: Runtime) -> None:
     site = await mill.energy.site("mill")
     s = await mill.energy.summary(site, DAY1, DAY3)
-    # the main incomer draws 100 kW whenever no loom runs
-    assert s.base_load_kw == pytest.approx(100.0)
+    # loom 2 has no record before 06:00 on the first day and runs in production's record after
+    # its samples stop: no hour of the range is known to be without production
+    assert s.base_load_kw is None
     # only the 200 kW half hour is within 95% of the month's highest block
     assert [(e.start_ms, e.demand_kw) for e in s.peak_events] == [(SPIKE[0], 200.0)]
     # loom 2's last state (running) holds in production's record after its samples stop
@@ -499,3 +500,46 @@ async def test_a_leak_found_while_the_looms_run(weave: Runtime) -> None:
     # no meter: the rate is the off-peak rate with the per-kWh adjustments, 38.50 + 3.50
     assert a.saving_pkr_month == pytest.approx(a.figure("leak_kw") * 720 * 42.0, rel=1e-9)
     assert "WC flow_m3_min" in a.evidence.source and "R²" in a.evidence.note
+
+
+async def test_base_load_in_the_hours_without_production(tmp_path: Path) -> None:
+    """One meter (40 kW, 120 kW while the loom runs 08:00-16:00) and one loom with a record
+    from 02:00: the base load is the night's 40 kW; 00:00-02:00, without a record of the loom,
+    is left out (its 10 kW, an eighth of the other quiet hours, would set the 10th percentile)."""
+    settings = make_settings(tmp_path)
+    rt = Runtime(settings, FakeClock(DAY1 + 24 * H))
+    await rt.start(mqtt=False)
+    try:
+        a = rt.assets
+        await a.create_site("plant", "Plant")
+        await a.create_area("plant-area", "plant", "Area")
+        await a.create_line("plant-line", "plant-area", "Line")
+        await a.create_machine("PM", "plant-line", "Meter", "energy_meter_3ph", "meter-p")
+        await a.create_machine("PL", "plant-line", "Loom", "power_loom", "loom-p")
+        await rt.production.refresh()
+        data = []
+        for t in range(DAY1, DAY1 + 24 * H + 1, M):
+            hour = (t - DAY1) // H
+            running = 8 <= hour < 16
+            data.append(
+                Sample("meter-p", "power_kw", t, 10.0 if hour < 2 else 120.0 if running else 40.0)
+            )
+            if hour >= 2:
+                data.append(Sample("loom-p", "state", t, "running" if running else "stopped"))
+        await rt.store.write(data)
+        for _ in range(3000):
+            tracker = rt.production.trackers.get("PL")
+            if tracker is not None and (tracker.last_seen or 0) >= DAY1 + 24 * H:
+                break
+            await asyncio.sleep(0.01)
+        await rt.production.flush()
+        site = await rt.energy.site("plant")
+        s = await rt.energy.summary(site, DAY1, DAY1 + 24 * H)
+        assert s.base_load_kw == pytest.approx(40.0)
+        # the 120 kW half hours, the first ten of them, with the loom running (starting at 08:00)
+        starts = [DAY1 + 8 * H + n * 30 * M for n in range(10)]
+        assert [(e.start_ms, e.demand_kw) for e in s.peak_events] == [(t, 120.0) for t in starts]
+        assert all(e.running == ("Loom",) for e in s.peak_events)
+        assert s.peak_events[0].starting == ("Loom",) and s.peak_events[1].starting == ()
+    finally:
+        await rt.stop()
