@@ -16,6 +16,7 @@ meter hierarchy is in :mod:`karkhana.energy.config`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import math
@@ -110,6 +111,8 @@ MAX_PEAK_EVENTS = 10
 """The summary lists at most this many peak-demand events, highest first."""
 BASE_LOAD_PERCENTILE = 10.0
 NO_DATA = "no_data"
+NEAR_MAX_SHARE = 0.95
+"""A demand block at this share of the month's highest or more is a peak event."""
 
 Binding = tuple[str, str]
 Series = list[tuple[int, Value]]
@@ -892,17 +895,16 @@ class EnergyService:
     ) -> tuple[float | None, tuple[PeakEvent, ...]]:
         """The base load in ``[start, end)`` and its peak-demand events, from the 1-minute
         averages of the single main meter's power. The base load counts only the stretches when
-        every production machine's state is known and none runs. The events are the 30-minute blocks within
-        the range at 95% or more of the calendar month's highest block (read from the month's
-        first day, so a quiet day does not call its own top block a peak), with the production
-        machines running and starting in them."""
+        every production machine's state is known and none runs. The events are the 30-minute
+        blocks within the range at 95% or more of the calendar month's highest block (the part
+        of the month before the range read as 30-minute averages from the rollups, so a quiet
+        day does not call its own top block a peak), with the production machines running and
+        starting in them."""
         mains = site.main_meters
         if len(mains) != 1:
             return None, ()
         main = site.machines[mains[0].machine_id]
-        day = local_date(start, site.tz)
-        month_start = min(start, at_local(day.replace(day=1), 0, site.tz))
-        power = await self._power_of(main, month_start, end, minutes=True)
+        power = await self._power_of(main, start, end, minutes=True)
         if not power:
             return None, ()
         intervals = await self._intervals([m.id for m in self._consumers(site)], start, end)
@@ -929,10 +931,37 @@ class EnergyService:
                 with contextlib.suppress(InvalidPayload):
                     base = base_load(power, quiet, percentile=BASE_LOAD_PERCENTILE).kw
         running = {site.machines[mid].name: ivs for mid, ivs in producers.items()}
-        peak = peak_demand(power, machines=running, tz=str(site.tz))
-        inside = [e for e in peak.events if e.near_max and start <= e.start_ms < end]
-        inside.sort(key=lambda e: (-e.demand_kw, e.start_ms))
-        return base, tuple(inside[:MAX_PEAK_EVENTS])
+        peak = peak_demand(power, machines=running, tz=str(site.tz), near_max_share=NEAR_MAX_SHARE)
+        first_month = local_date(start, site.tz).strftime("%Y-%m")
+        before = await self._block_max(main, site, start)
+        events = []
+        for e in peak.events:
+            if not start <= e.start_ms < end:
+                continue
+            if e.month == first_month and before is not None and before > e.month_max_kw:
+                if e.demand_kw < NEAR_MAX_SHARE * before:
+                    continue
+                e = dataclasses.replace(e, month_max_kw=before)
+            if e.near_max or e.demand_kw >= NEAR_MAX_SHARE * e.month_max_kw:
+                events.append(e)
+        events.sort(key=lambda e: (-e.demand_kw, e.start_ms))
+        return base, tuple(events[:MAX_PEAK_EVENTS])
+
+    async def _block_max(self, m: MachineRef, site: Site, start: int) -> float | None:
+        """The highest 30-minute average power of the machine from the first of ``start``'s
+        local month up to ``start`` (None when that is empty or has no data)."""
+        first = local_date(start, site.tz).replace(day=1)
+        month_start = at_local(first, 0, site.tz)
+        if month_start >= start:
+            return None
+        for name, scale in (("power_kw", 1.0), ("motor_current_a", KW_PER_AMP)):
+            b = m.bindings.get(name)
+            if b is None:
+                continue
+            points = await self._query(b[0], b[1], month_start, start, 30 * MINUTE_MS, Agg.AVG)
+            values = [float(p.value) for p in points if isinstance(p.value, int | float)]
+            return max(values) * scale if values else None
+        return None
 
     @_reads_once
     async def meters(self, site: Site, start: int, end: int) -> list[dict[str, Any]]:
