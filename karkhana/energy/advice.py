@@ -112,15 +112,16 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "switch_off_idle": {
         "en": (
-            "Switch off {subject} when it stops",
-            "{subject} drew {idle_kwh} kWh while idle or stopped: {idle_hours} h in "
-            "{observed_days} days, {mean_kw} kW on average, of which {keep_kw} kW must stay "
-            "on. Switching the rest off saves {monthly_kwh} kWh a month x {rate} PKR/kWh = "
-            "{saving} PKR a month.",
+            "Switch off {subject} in stops of {min_stop} minutes or more",
+            "{subject} drew {idle_kwh} kWh while idle or stopped for {min_stop} minutes or "
+            "more: {idle_hours} h in {observed_days} days, {mean_kw} kW on average, of which "
+            "{keep_kw} kW must stay on. Switching the rest off saves {monthly_kwh} kWh a month "
+            "x {rate} PKR/kWh = {saving} PKR a month.",
         ),
         "ur": (
-            "{subject} رکنے پر بند کر دیں",
-            "{subject} نے رکے یا فارغ رہتے ہوئے {idle_kwh} kWh بجلی لی: {observed_days} دن "
+            "{subject} کو {min_stop} منٹ یا زیادہ رکنے پر بند کر دیں",
+            "{subject} نے {min_stop} منٹ یا زیادہ رکے یا فارغ رہتے ہوئے {idle_kwh} kWh بجلی "
+            "لی: {observed_days} دن "
             "میں {idle_hours} گھنٹے، اوسطاً {mean_kw} kW، جس میں سے {keep_kw} kW چالو رہنا "
             "ضروری ہے۔ باقی بند کرنے سے ماہانہ {monthly_kwh} kWh x {rate} روپے فی kWh = "  # noqa: RUF001
             "ماہانہ {saving} روپے کی بچت۔",  # noqa: RUF001
@@ -421,9 +422,12 @@ def switch_off_idle(
     evidence: Evidence,
     keep_kw: float = 0.0,
     days_per_month: float = 30.0,
+    min_stop_min: float = 0.0,
 ) -> Advice:
     """Switch a machine off when it stops: idle kWh (less ``keep_kw`` that must stay on,
-    controls and heaters) scaled to a month x the energy rate."""
+    controls and heaters) scaled to a month x the energy rate. ``idle`` should hold only the
+    stops of ``min_stop_min`` minutes or more (a weaver mends a broken end in a minute or two
+    with the loom on; a stop worth switching off for is a long one)."""
     _rate(rate, "rate")
     if keep_kw < 0:
         raise ConfigError("keep_kw must not be negative")
@@ -437,6 +441,7 @@ def switch_off_idle(
         figures=(
             Figure("idle_kwh", idle.kwh, "kWh"),
             Figure("idle_hours", idle.hours, "h"),
+            Figure("min_stop", min_stop_min, "min"),
             Figure("observed_days", evidence.days, "days"),
             Figure("mean_kw", idle.mean_kw, "kW"),
             Figure("keep_kw", keep_kw, "kW"),

@@ -117,6 +117,10 @@ NEAR_MAX_SHARE = 0.95
 Binding = tuple[str, str]
 Series = list[tuple[int, Value]]
 
+SWITCH_OFF_AFTER_MIN = 15
+"""Switching a machine off is advised for stops of this many minutes or more: a weaver mends a
+broken end in a minute or two with the loom switched on, a long wait is worth switching off for."""
+
 
 @dataclass(frozen=True, slots=True)
 class MachineRef:
@@ -263,6 +267,8 @@ class IdleMachine:
     machine_id: str
     name: str
     idle: IdleEnergy
+    long: IdleEnergy | None = None
+    """The part in stops of ``SWITCH_OFF_AFTER_MIN`` minutes or more (what switching off saves)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -751,7 +757,13 @@ class EnergyService:
                 continue
             got = idle_energy(ivs, power_kw=power, rate_pkr_per_kwh=rate)
             if got.hours > 0:
-                out.append(IdleMachine(m.id, m.name, got))
+                stands = [
+                    (a, b, "stopped")
+                    for a, b in merge_windows((a, b) for a, b, st in ivs if st in IDLE_STATES)
+                    if b - a >= SWITCH_OFF_AFTER_MIN * MINUTE_MS
+                ]
+                long = idle_energy(stands, power_kw=power, rate_pkr_per_kwh=rate)
+                out.append(IdleMachine(m.id, m.name, got, long))
         out.sort(key=lambda x: (-x.idle.kwh, x.machine_id))
         return out
 
@@ -1283,16 +1295,18 @@ class EnergyService:
             if got is not None:
                 items.append(AdviceItem(got, m.id))
         for idle in await self.idle(site, start, end, rate):
-            if idle.idle.kwh <= 0 or span_end <= seen:
+            if idle.long is None or idle.long.kwh <= 0 or span_end <= seen:
                 continue
             items.append(
                 AdviceItem(
                     advice_mod.switch_off_idle(
                         idle.name,
-                        idle.idle,
+                        idle.long,
                         rate=rate,
+                        min_stop_min=SWITCH_OFF_AFTER_MIN,
                         evidence=advice_mod.Evidence(
-                            f"{idle.machine_id} power while idle, stopped or in a planned stop",
+                            f"{idle.machine_id} power while idle, stopped or in a planned stop"
+                            f" for {SWITCH_OFF_AFTER_MIN} minutes or more",
                             seen,
                             span_end,
                         ),

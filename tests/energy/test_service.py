@@ -543,3 +543,18 @@ async def test_base_load_in_the_hours_without_production(tmp_path: Path) -> None
         assert s.peak_events[0].starting == ("Loom",) and s.peak_events[1].starting == ()
     finally:
         await rt.stop()
+
+
+async def test_switching_off_is_advised_for_long_stops_only(mill: Runtime) -> None:
+    """Loom 2's stops last 40 s (a weaver mending an end): they count as idle energy, but
+    switching off for them is not advised; loom 1's long stops are."""
+    site = await mill.energy.site("mill")
+    idle = {m.machine_id: m for m in await mill.energy.idle(site, DAY1, DAY3, 40.0)}
+    assert idle["L2"].idle.kwh > 0
+    assert idle["L2"].long is not None and idle["L2"].long.kwh == 0
+    items = await mill.energy.advice(site, DAY1, DAY3)
+    off = {i.subject_id: i.advice for i in items if i.advice.kind == "switch_off_idle"}
+    assert "L2" not in off
+    assert "L1" in off
+    assert off["L1"].figure("min_stop") == 15
+    assert "stops of 15 minutes or more" in off["L1"].title("en")
