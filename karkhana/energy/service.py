@@ -122,6 +122,23 @@ SWITCH_OFF_AFTER_MIN = 15
 broken end in a minute or two with the loom switched on, a long wait is worth switching off for."""
 
 
+def _bridged(intervals: Sequence[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """A machine's states with stops shorter than ``SWITCH_OFF_AFTER_MIN`` between two running
+    spans counted as running: a loom that restarts after a broken end is not a start-up that
+    staggering could move (peak-demand events name the machines starting from a real stop)."""
+    out = list(intervals)
+    for i in range(1, len(out) - 1):
+        s, e, state = out[i]
+        if (
+            state not in RUNNING_STATES
+            and e - s < SWITCH_OFF_AFTER_MIN * MINUTE_MS
+            and out[i - 1][2] in RUNNING_STATES
+            and out[i + 1][2] in RUNNING_STATES
+        ):
+            out[i] = (s, e, out[i - 1][2])
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class MachineRef:
     id: str
@@ -940,9 +957,11 @@ class EnergyService:
                 running_states=RUNNING_STATES | {NO_DATA},
             )
             if quiet:
+                # with no supply at all the plant draws nothing: that is an outage, not its base
+                supplied = [(t, v) for t, v in power if isinstance(v, int | float) and v > 0]
                 with contextlib.suppress(InvalidPayload):
-                    base = base_load(power, quiet, percentile=BASE_LOAD_PERCENTILE).kw
-        running = {site.machines[mid].name: ivs for mid, ivs in producers.items()}
+                    base = base_load(supplied, quiet, percentile=BASE_LOAD_PERCENTILE).kw
+        running = {site.machines[mid].name: _bridged(ivs) for mid, ivs in producers.items()}
         peak = peak_demand(power, machines=running, tz=str(site.tz), near_max_share=NEAR_MAX_SHARE)
         first_month = local_date(start, site.tz).strftime("%Y-%m")
         before = await self._block_max(main, site, start)
@@ -1223,7 +1242,9 @@ class EnergyService:
             main = site.machines[mains[0].role.machine_id]
             power = await self._power_of(main, start, end, minutes=True)
             if power:
-                running = {site.machines[mid].name: ivs for mid, ivs in intervals.items() if ivs}
+                running = {
+                    site.machines[mid].name: _bridged(ivs) for mid, ivs in intervals.items() if ivs
+                }
                 peak = peak_demand(power, machines=running, tz=tz_name)
                 if peak.months:
                     month = max(peak.months, key=lambda x: x.max_kw)

@@ -558,3 +558,25 @@ async def test_switching_off_is_advised_for_long_stops_only(mill: Runtime) -> No
     assert "L1" in off
     assert off["L1"].figure("min_stop") == 15
     assert "stops of 15 minutes or more" in off["L1"].title("en")
+
+
+def test_short_stops_between_running_spans_are_not_start_ups() -> None:
+    from karkhana.energy.service import _bridged
+
+    m = 60_000
+    ivs = [
+        (0, 10 * m, "running"),
+        (10 * m, 12 * m, "stopped"),  # a broken end mended: still running for start-ups
+        (12 * m, 30 * m, "running"),
+        (30 * m, 60 * m, "idle"),  # a long wait: the next running span is a start-up
+        (60 * m, 70 * m, "running"),
+        (70 * m, 71 * m, "stopped"),  # a short stop at the end stays a stop
+    ]
+    assert [state for _, _, state in _bridged(ivs)] == [
+        "running",
+        "running",
+        "running",
+        "idle",
+        "running",
+        "stopped",
+    ]
