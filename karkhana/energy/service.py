@@ -122,6 +122,29 @@ SWITCH_OFF_AFTER_MIN = 15
 broken end in a minute or two with the loom switched on, a long wait is worth switching off for."""
 
 
+OUTAGE_MARGIN_MS = 5 * MINUTE_MS
+MIN_QUIET_MS = 30 * MINUTE_MS
+"""The base load is given only from at least half an hour without production and with supply."""
+
+
+def _without(
+    windows: Sequence[tuple[int, int]], cuts: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``windows`` less the time in ``cuts``."""
+    out = []
+    for s, e in windows:
+        pieces = [(s, e)]
+        for a, b in cuts:
+            pieces = [
+                piece
+                for ps, pe in pieces
+                for piece in ((ps, min(pe, a)), (max(ps, b), pe))
+                if piece[1] > piece[0]
+            ]
+        out += pieces
+    return out
+
+
 def _bridged(intervals: Sequence[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """A machine's states with stops shorter than ``SWITCH_OFF_AFTER_MIN`` between two running
     spans counted as running: a loom that restarts after a broken end is not a start-up that
@@ -957,10 +980,17 @@ class EnergyService:
                 running_states=RUNNING_STATES | {NO_DATA},
             )
             if quiet:
-                # with no supply at all the plant draws nothing: that is an outage, not its base
-                supplied = [(t, v) for t, v in power if isinstance(v, int | float) and v > 0]
+                # a stretch without production because the grid is out (and a few minutes on
+                # either side, while machines stop and start) says nothing of the base load
+                supply = await self.supply(site, start, end)
+                outages = [
+                    (o.start_ms - OUTAGE_MARGIN_MS, o.end_ms + OUTAGE_MARGIN_MS)
+                    for o in supply.outages()
+                ]
+                quiet = _without(quiet, outages)
+            if sum(e - s for s, e in quiet) >= MIN_QUIET_MS:
                 with contextlib.suppress(InvalidPayload):
-                    base = base_load(supplied, quiet, percentile=BASE_LOAD_PERCENTILE).kw
+                    base = base_load(power, quiet, percentile=BASE_LOAD_PERCENTILE).kw
         running = {site.machines[mid].name: _bridged(ivs) for mid, ivs in producers.items()}
         peak = peak_demand(power, machines=running, tz=str(site.tz), near_max_share=NEAR_MAX_SHARE)
         first_month = local_date(start, site.tz).strftime("%Y-%m")

@@ -580,3 +580,15 @@ def test_short_stops_between_running_spans_are_not_start_ups() -> None:
         "running",
         "stopped",
     ]
+
+
+def test_time_without_supply_is_cut_out_of_quiet_windows() -> None:
+    from karkhana.energy.service import _without
+
+    assert _without([(0, 100), (200, 300)], [(50, 60), (250, 400)]) == [
+        (0, 50),
+        (60, 100),
+        (200, 250),
+    ]
+    assert _without([(0, 10)], []) == [(0, 10)]
+    assert _without([(0, 10)], [(0, 10)]) == []
