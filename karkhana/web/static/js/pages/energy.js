@@ -214,7 +214,12 @@ export async function render(el, params, ctx) {
     $("#energy-base").innerHTML = kpi("kpi-base-load", s.base_load_kw === null || s.base_load_kw === undefined ? "–"
       : `${esc(num(s.base_load_kw, 1))} <small>kW</small>`, t("energy.base_load"), `data-value="${esc(s.base_load_kw ?? "")}"`);
     const events = s.peak_events || [];
-    const names = (list) => (list && list.length ? list.map((n) => `<bdi>${esc(n)}</bdi>`).join(", ") : "–");
+    // up to five names; more as a count, the names in a <details> (a mill runs most machines at once)
+    const names = (list) => {
+      if (!list || !list.length) return "–";
+      const shown = list.map((n) => `<bdi>${esc(n)}</bdi>`).join(", ");
+      return list.length <= 5 ? shown : `<details><summary>${esc(t("energy.machines_n", { n: list.length }))}</summary>${shown}</details>`;
+    };
     $("#energy-peaks").innerHTML = events.length ? `<table class="values" id="peak-events"><thead><tr><th>${esc(t("energy.peak_at"))}</th>
       <th class="v">${esc(t("energy.peak_kw"))}</th><th>${esc(t("energy.peak_running"))}</th><th>${esc(t("energy.peak_starting"))}</th></tr></thead>
       <tbody>${events.map((e) => `<tr data-start="${esc(e.start_ms)}"><td>${esc(dateTime(e.start_ms))} – ${esc(time(e.end_ms))}</td>
