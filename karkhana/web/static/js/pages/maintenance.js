@@ -89,6 +89,10 @@ async function plantPage(el, first, ctx) {
   return () => clearInterval(timer);
 }
 
+// A name inside a sentence of the other direction keeps its own (U+2068 ... U+2069): "Loom 10
+// (shed 1)" in an Urdu title keeps its brackets the right way round.
+const isolate = (text) => `\u2068${text}\u2069`;
+
 // Remaining life in words: "about 30 h", or "more than 120 h" at the model's horizon.
 function rulText(rul) {
   return rul.beyond_cap ? t("mnt.rul_beyond", { n: num(rul.horizon, 0) }) : t("mnt.rul_value", { n: num(rul.rul, 0) });
@@ -122,7 +126,7 @@ async function machinePage(el, id, ctx) {
   const feature = machine.signals.find((s) => s.name === health.signals[0]) || machine.signals[0];
   const device = feature ? feature.device_id : null;
   el.innerHTML = `
-    <div class="toolbar"><h1>${esc(t("mnt.machine_title", { name: machine.name }))}</h1>
+    <div class="toolbar"><h1>${esc(t("mnt.machine_title", { name: isolate(machine.name) }))}</h1>
       <a href="#/maintenance">${esc(t("mnt.all_machines"))}</a> <a href="#/machine/${encodeURIComponent(id)}">${esc(t("mnt.machine_page"))}</a></div>
     <div class="kpis" id="mnt-kpis"></div>
     <section class="panel"><h2>${esc(t("mnt.history"))}</h2>
