@@ -68,6 +68,16 @@ def _range(
     return t_start, t_end
 
 
+async def _site_range(
+    rt: Runtime, site_id: str, start: str | None, end: str | None, default_days: int = 0
+) -> tuple[EnergyService, Site, int, int]:
+    """The service, the site and the range a request names (404 for an unknown site)."""
+    service = _service(rt)
+    site = await service.site(site_id)
+    t0, t1 = _range(service, site, start, end, default_days)
+    return service, site, t0, t1
+
+
 def _tariff(t: Tariff) -> dict[str, Any]:
     return {"id": t.id, "name": t.name, "note": t.note}
 
@@ -229,9 +239,7 @@ async def summary(
     """Energy, cost by tariff period, demand, power factor, supply, outages, generator diesel,
     idle energy, the unmetered remainder, the base load and the peak-demand events over a
     range."""
-    service = _service(rt)
-    site = await service.site(site_id)
-    t0, t1 = _range(service, site, start, end)
+    service, site, t0, t1 = await _site_range(rt, site_id, start, end)
     return _summary_json(await service.summary(site, t0, t1))
 
 
@@ -240,9 +248,7 @@ async def meters(
     rt: RuntimeDep, site_id: SiteId, start: str | None = Start, end: str | None = End
 ) -> list[dict[str, Any]]:
     """Every meter of the site with its role, energy and cost, and the unmetered remainder."""
-    service = _service(rt)
-    site = await service.site(site_id)
-    t0, t1 = _range(service, site, start, end)
+    service, site, t0, t1 = await _site_range(rt, site_id, start, end)
     return await service.meters(site, t0, t1)
 
 
@@ -258,9 +264,7 @@ async def series(
 ) -> list[dict[str, Any]]:
     """Energy, cost (peak and off-peak parts), tariff period, demand and source per local hour,
     day or shift."""
-    service = _service(rt)
-    site = await service.site(site_id)
-    t0, t1 = _range(service, site, start, end)
+    service, site, t0, t1 = await _site_range(rt, site_id, start, end)
     return await service.series(site, t0, t1, bucket)
 
 
@@ -269,9 +273,7 @@ async def outages(
     rt: RuntimeDep, site_id: SiteId, start: str | None = Start, end: str | None = End
 ) -> list[dict[str, Any]]:
     """Grid outages from the changeover panel, with the stops production labelled with them."""
-    service = _service(rt)
-    site = await service.site(site_id)
-    t0, t1 = _range(service, site, start, end)
+    service, site, t0, t1 = await _site_range(rt, site_id, start, end)
     return await service.outages(site, t0, t1)
 
 
@@ -304,9 +306,7 @@ async def advice(
     rt: RuntimeDep, site_id: SiteId, start: str | None = Start, end: str | None = End
 ) -> list[dict[str, Any]]:
     """Savings with their monthly figure and evidence, largest first (default: the last 7 days)."""
-    service = _service(rt)
-    site = await service.site(site_id)
-    t0, t1 = _range(service, site, start, end, default_days=7)
+    service, site, t0, t1 = await _site_range(rt, site_id, start, end, default_days=7)
     return [advice_json(i, site.tariff.currency) for i in await service.advice(site, t0, t1)]
 
 
@@ -322,9 +322,7 @@ async def intensity(
 ) -> list[dict[str, Any]]:
     """Energy per unit produced of each production machine and line (from the machines' own
     power signals), over the range or per shift or day."""
-    service = _service(rt)
-    site = await service.site(site_id)
-    t0, t1 = _range(service, site, start, end)
+    service, site, t0, t1 = await _site_range(rt, site_id, start, end)
     return await service.intensity(site, t0, t1, by)
 
 
