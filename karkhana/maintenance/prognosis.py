@@ -192,7 +192,10 @@ class Prognosis:
         self.registry = registry
         self.clock = clock
         self._models: dict[str, tuple[Manifest, RulModel] | None] = {}
-        self._estimates: dict[str, RulEstimate] = {}
+        self._estimates: dict[str, RulEstimate | None] = {}
+        """The latest score of each machine, None when it had none (no model, no data, down):
+        the health view asks every 30 s, the answer changes only with a new cycle, a new
+        model or a work order (``update`` and ``forget``)."""
 
     # -- cycles -------------------------------------------------------------------------
     async def save_cycles(self, machine_id: str, cycles: Sequence[Cycle]) -> None:
@@ -367,6 +370,7 @@ class Prognosis:
         except NotFound:
             return None
         if estimate is None:
+            self._estimates[machine_id] = None
             return None
         await self.store.write(
             [
@@ -411,13 +415,13 @@ class Prognosis:
         return len(prefixes)
 
     async def current(self, machine_id: str) -> dict[str, Any] | None:
-        """The latest estimate of a machine, for the health view (scored now if none yet)."""
-        estimate = self._estimates.get(machine_id)
-        if estimate is None:
+        """The latest estimate of a machine, for the health view (scored now if not yet)."""
+        if machine_id not in self._estimates:
             try:
-                estimate = await self.estimate(machine_id)
+                self._estimates[machine_id] = await self.estimate(machine_id)
             except NotFound:
                 return None
+        estimate = self._estimates[machine_id]
         return None if estimate is None else estimate.as_dict()
 
     def forget(self, machine_id: str) -> None:
