@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import itertools
 import multiprocessing
 import os
@@ -76,7 +75,6 @@ from karkhana.maintenance.detector import (
     ZScoreDetector,
 )
 
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
 AE = "Conv autoencoder"
 """The optional detector (karkhana[deep]); its rows are skipped when torch is missing."""
 
@@ -179,6 +177,14 @@ def autoencoder_scores(task: tuple[int, int, np.ndarray]) -> tuple[np.ndarray, f
     det = ConvAutoencoderDetector().fit(x[:fit])
     elapsed = time.perf_counter() - started
     return det.score(x), elapsed, det.epochs_run
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 AE_SCORES: dict[tuple[int, int, int], np.ndarray] = {}
@@ -481,7 +487,7 @@ def main() -> None:
             counts[name].add(predict(signals, data), truth)
     per_file, pipeline_factors = evaluate_candidates(free[1], loaded)
     elapsed = time.perf_counter() - started
-    use_ae = HAVE_TORCH and not args.no_autoencoder
+    use_ae = not args.no_autoencoder and torch_available()
     ae_counts, ae_factor = Counts(), 0.0
     if use_ae:
         windows = free_windows(free[1])
