@@ -38,15 +38,6 @@ a nested procedure that never reads the labels of the file being scored:
 The confusion matrices of the held-out parts are pooled. The best single combination on all 34
 files is printed too, marked as chosen on the scored rows: a ceiling, not an estimate.
 
-With PyTorch installed (``pip install 'karkhana[deep]'``) the script also measures the
-convolutional autoencoder of ``karkhana.maintenance.autoencoder`` (window 60, settings of SKAB's
-Conv-AE at a quarter of its channels, fixed before any SKAB file was scored): one row under the
-fixed protocol above, and 16 more candidates (the same combinations of mean, span, off-delay and
-false-alarm target) in a second nested choice among 48. The 32-candidate figures are printed
-unchanged before it. Each autoencoder is fitted once per series and setting (228 fits, in
-``--jobs`` worker processes of one thread each; about 10 minutes on 2 shared cores); without
-torch, or with ``--no-autoencoder``, those rows are skipped and the script takes seconds.
-
     python bench/skab.py --data ../shared/datasets/skab
 """
 
@@ -55,7 +46,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import multiprocessing
 import os
 import platform
 import sys
@@ -74,9 +64,6 @@ from karkhana.maintenance.detector import (
     PCADetector,
     ZScoreDetector,
 )
-
-AE = "Conv autoencoder"
-"""The optional detector (karkhana[deep]); its rows are skipped when torch is missing."""
 
 TRAIN = 400
 FIT = 300
@@ -157,60 +144,10 @@ Make = Callable[[list[str]], Detector]
 
 def ratios(make: Make, signals: list[str], data: np.ndarray, span: float, q: float) -> np.ndarray:
     """Smoothed scores after the training part, divided by the held-out quantile."""
-    return ratios_of(make(signals).fit(data[:FIT]).score(data), span, q)
-
-
-def ratios_of(scores: np.ndarray, span: float, q: float) -> np.ndarray:
-    smoothed = ewma(scores, span)
+    det = make(signals).fit(data[:FIT])
+    smoothed = ewma(det.score(data), span)
     base = float(np.quantile(smoothed[FIT:TRAIN], q))
     return np.asarray(smoothed[TRAIN:] / base)
-
-
-def autoencoder_scores(task: tuple[int, int, np.ndarray]) -> tuple[np.ndarray, float, int]:
-    """Scores of every row by the autoencoder fitted on the first ``fit`` rows of the trailing
-    ``mean``-row means (run in a worker process); its fitting time and epochs."""
-    from karkhana.maintenance.autoencoder import ConvAutoencoderDetector
-
-    mean, fit, data = task
-    x = trailing_mean(data, mean)
-    started = time.perf_counter()
-    det = ConvAutoencoderDetector().fit(x[:fit])
-    elapsed = time.perf_counter() - started
-    return det.score(x), elapsed, det.epochs_run
-
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-AE_SCORES: dict[tuple[int, int, int], np.ndarray] = {}
-"""Autoencoder scores of each (trailing mean, fitted rows, series), computed once in parallel."""
-
-
-def precompute_autoencoder(series: list[np.ndarray], jobs: int) -> tuple[float, float, int]:
-    """Fit the autoencoder once for every series and setting the script needs: the fixed
-    protocol (rows 0-299) and the pipelines (rows 0-399, single rows or 5-row means). Returns
-    the mean fitting time, the wall time and the number of fits."""
-    keys = [
-        (mean, fit, i)
-        for i in range(len(series))
-        for mean, fit in ((1, FIT), (1, TRAIN), (5, TRAIN))
-    ]
-    started = time.perf_counter()
-    tasks = [(mean, fit, series[i]) for mean, fit, i in keys]
-    if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            results = pool.map(autoencoder_scores, tasks, chunksize=1)
-    else:
-        results = [autoencoder_scores(t) for t in tasks]
-    for key, (scores, _, _) in zip(keys, results, strict=True):
-        AE_SCORES[key] = scores
-    fit_times = [r[1] for r in results]
-    return float(np.mean(fit_times)), time.perf_counter() - started, len(keys)
 
 
 def factor_from_normal_data(
@@ -272,11 +209,6 @@ CANDIDATES = tuple(
     Pipeline(d, m, s, h, f)
     for d, m, s, h, f in itertools.product(DETECTORS, (1, 5), (1, 10), (0, 30), (0.05, 0.10))
 )
-WITH_AE = CANDIDATES + tuple(
-    Pipeline(AE, m, s, h, f)
-    for m, s, h, f in itertools.product((1, 5), (1, 10), (0, 30), (0.05, 0.10))
-)
-"""The 32 candidates above and the same 16 combinations with the autoencoder."""
 
 
 def trailing_mean(x: np.ndarray, rows: int) -> np.ndarray:
@@ -296,17 +228,12 @@ def held(alarm: np.ndarray, rows: int) -> np.ndarray:
     return np.asarray(np.convolve(alarm.astype(float), np.ones(rows + 1))[: len(alarm)] > 0.5)
 
 
-def scaled_scores(
-    detector: str, mean: int, span: int, data: np.ndarray, series: int = -1
-) -> np.ndarray:
+def scaled_scores(detector: str, mean: int, span: int, data: np.ndarray) -> np.ndarray:
     """Smoothed scores of the rows after the training part, over the 99 % quantile of the
     smoothed scores of the 400 training rows the detector learned from."""
-    if detector == AE:
-        scores = AE_SCORES[(mean, TRAIN, series)]
-    else:
-        x = trailing_mean(data, mean)
-        scores = DETECTORS[detector]().fit(x[:TRAIN]).score(x)
-    smoothed = ewma(scores, span) if span > 1 else scores
+    x = trailing_mean(data, mean)
+    det = DETECTORS[detector]().fit(x[:TRAIN])
+    smoothed = ewma(det.score(x), span) if span > 1 else det.score(x)
     return np.asarray(smoothed[TRAIN:] / float(np.quantile(smoothed[:TRAIN], 0.99)))
 
 
@@ -334,28 +261,17 @@ def counts_of(predicted: np.ndarray, truth: np.ndarray) -> Counts:
     return c
 
 
-def free_windows(free: np.ndarray) -> list[np.ndarray]:
-    return [free[s : s + WINDOW] for s in range(0, len(free) - WINDOW + 1, WINDOW_STEP)]
-
-
 def evaluate_candidates(
-    free: np.ndarray,
-    files: list[tuple[str, np.ndarray, np.ndarray]],
-    candidates: tuple[Pipeline, ...] = CANDIDATES,
+    free: np.ndarray, files: list[tuple[str, np.ndarray, np.ndarray]]
 ) -> tuple[dict[Pipeline, list[Counts]], dict[Pipeline, float]]:
-    """Per candidate: the confusion matrix of every file, and its threshold factor. Series
-    are numbered as for ``precompute_autoencoder``: the anomaly-free windows, then the files."""
+    """Per candidate: the confusion matrix of every file, and its threshold factor."""
     per_file: dict[Pipeline, list[Counts]] = {}
     factors: dict[Pipeline, float] = {}
-    windows = free_windows(free)
-    detectors = sorted({p.detector for p in candidates}, key=[*DETECTORS, AE].index)
-    for detector, mean, span in itertools.product(detectors, (1, 5), (1, 10)):
-        on_free = [scaled_scores(detector, mean, span, w, i) for i, w in enumerate(windows)]
-        on_files = [
-            scaled_scores(detector, mean, span, data, len(windows) + i)
-            for i, (_, data, _) in enumerate(files)
-        ]
-        for p in candidates:
+    windows = [free[s : s + WINDOW] for s in range(0, len(free) - WINDOW + 1, WINDOW_STEP)]
+    for detector, mean, span in itertools.product(DETECTORS, (1, 5), (1, 10)):
+        on_free = [scaled_scores(detector, mean, span, w) for w in windows]
+        on_files = [scaled_scores(detector, mean, span, data) for _, data, _ in files]
+        for p in CANDIDATES:
             if (p.detector, p.mean, p.span) != (detector, mean, span):
                 continue
             factors[p] = factor_for(on_free, p.hold, p.far)
@@ -375,13 +291,13 @@ def pooled(counts: list[Counts]) -> Counts:
 
 def choose(per_file: dict[Pipeline, list[Counts]], rows: list[int]) -> Pipeline:
     """The candidate with the best pooled F1 on ``rows`` (file indices) among those with FAR
-    <= 15 % there (all candidates if none is); the first in order on a tie."""
+    <= 15 % there (all candidates if none is)."""
 
     def key(p: Pipeline) -> tuple[bool, float]:
         c = pooled([per_file[p][i] for i in rows])
         return (c.far() <= FAR_LIMIT, c.f1())
 
-    return max(per_file, key=key)
+    return max(CANDIDATES, key=key)
 
 
 def nested(
@@ -398,46 +314,6 @@ def nested(
     return total, chosen
 
 
-def pipeline_block(
-    title: str,
-    per_file: dict[Pipeline, list[Counts]],
-    factors: dict[Pipeline, float],
-    loaded: list[tuple[str, np.ndarray, np.ndarray]],
-) -> Counts:
-    """Print the nested choices among the candidates of ``per_file``; return leave one group
-    out's pooled counts."""
-    groups = [[i for i, f in enumerate(loaded) if f[0] == g] for g in GROUPS]
-    by_group, group_choice = nested(per_file, groups)
-    by_file, file_choice = nested(per_file, [[i] for i in range(len(loaded))])
-    ceiling = choose(per_file, list(range(len(loaded))))
-    print(f"{title}: one of {len(per_file)} combinations, chosen without the scored file:")
-    rows_out = [
-        ("leave one group out (main)", by_group),
-        ("leave one file out", by_file),
-        ("best on all 34 files (ceiling)", pooled(per_file[ceiling])),
-    ]
-    for name, c in rows_out:
-        print(f"  {name:<30} {c.f1():>5.3f} {c.far():>7.2f} {c.mar():>7.2f}")
-    for g, part, pipe in zip(GROUPS, groups, group_choice, strict=True):
-        c = pooled([per_file[pipe][i] for i in part])
-        print(
-            f"  {g:<7} scored with {pipe.label()} (factor {factors[pipe]:.2f}):"
-            f" F1 {c.f1():.3f}, FAR {c.far():.2f}, MAR {c.mar():.2f}"
-        )
-    picked = sorted({pipe.label() for pipe in file_choice})
-    print(f"  leave one file out chose: {'; '.join(picked)}")
-    print(f"  ceiling: {ceiling.label()} (chosen on the scored rows: not an estimate)")
-    ae_only = {p: c for p, c in per_file.items() if p.detector == AE}
-    if ae_only:
-        best = choose(ae_only, list(range(len(loaded))))
-        c = pooled(ae_only[best])
-        print(
-            f"  best autoencoder combination on all 34 files (ceiling): {c.f1():.3f}"
-            f" {c.far():.2f} {c.mar():.2f}, {best.label()}"
-        )
-    return by_group
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="the SKAB folder (holds data/)")
@@ -449,13 +325,6 @@ def main() -> None:
         default=10.0,
         help="false-alarm rate (%%) the threshold factor is set for on the anomaly-free file",
     )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="worker processes that fit the autoencoders (one thread each)",
-    )
-    p.add_argument("--no-autoencoder", action="store_true", help="skip the autoencoder rows")
     args = p.parse_args()
     root = args.data / "data" if (args.data / "data").is_dir() else args.data
     files = sorted(f for d in GROUPS for f in (root / d).glob("*.csv"))
@@ -486,21 +355,11 @@ def main() -> None:
         for name, predict in methods.items():
             counts[name].add(predict(signals, data), truth)
     per_file, pipeline_factors = evaluate_candidates(free[1], loaded)
+    groups = [[i for i, f in enumerate(loaded) if f[0] == g] for g in GROUPS]
+    by_group, group_choice = nested(per_file, groups)
+    by_file, file_choice = nested(per_file, [[i] for i in range(len(loaded))])
+    ceiling = choose(per_file, list(range(len(loaded))))
     elapsed = time.perf_counter() - started
-    use_ae = not args.no_autoencoder and torch_available()
-    ae_counts, ae_factor = Counts(), 0.0
-    if use_ae:
-        windows = free_windows(free[1])
-        series = windows + [data for _, data, _ in loaded]
-        ae_fit, ae_wall, ae_fits = precompute_autoencoder(series, args.jobs)
-        on_free = [
-            ratios_of(AE_SCORES[(1, FIT, i)], args.span, args.quantile) for i in range(len(windows))
-        ]
-        ae_factor = max(1.0, float(np.quantile(np.concatenate(on_free), 1.0 - args.far / 100)))
-        for i, (_, _, labels) in enumerate(loaded):
-            r = ratios_of(AE_SCORES[(1, FIT, len(windows) + i)], args.span, args.quantile)
-            ae_counts.add(r > ae_factor, labels[TRAIN:])
-        per_file_ae, factors_ae = evaluate_candidates(free[1], loaded, WITH_AE)
     rows = sum(c.tp + c.fp + c.fn + c.tn for c in counts.values()) // len(counts)
     print(
         f"SKAB: {len(files)} files, {rows} scored rows; EWMA span {args.span:g},"
@@ -511,28 +370,30 @@ def main() -> None:
     for name, c in counts.items():
         factor = f"{factors[name]:.2f}" if name in factors else "-"
         print(f"{name:<32} {c.f1():>5.2f} {c.far():>7.2f} {c.mar():>7.2f}  {factor}")
-    if use_ae:
-        c = ae_counts
+    print(f"pipeline: one of {len(CANDIDATES)} combinations, chosen without the scored file:")
+    rows_out = [
+        ("leave one group out (main)", by_group),
+        ("leave one file out", by_file),
+        ("best on all 34 files (ceiling)", pooled(per_file[ceiling])),
+    ]
+    for name, c in rows_out:
+        print(f"  {name:<30} {c.f1():>5.3f} {c.far():>7.2f} {c.mar():>7.2f}")
+    for g, part, pipe in zip(GROUPS, groups, group_choice, strict=True):
+        c = pooled([per_file[pipe][i] for i in part])
         print(
-            f"{AE + ', same protocol':<32} {c.f1():>5.2f} {c.far():>7.2f} {c.mar():>7.2f}  {ae_factor:.2f}"
+            f"  {g:<7} scored with {pipe.label()} (factor {pipeline_factors[pipe]:.2f}):"
+            f" F1 {c.f1():.3f}, FAR {c.far():.2f}, MAR {c.mar():.2f}"
         )
-    final = pipeline_block("pipeline", per_file, pipeline_factors, loaded)
-    if use_ae:
-        final = pipeline_block("pipeline with the autoencoder", per_file_ae, factors_ae, loaded)
-        print(
-            f"autoencoder: {ae_fits} fits, {ae_fit:.2f} s each on average (one thread),"
-            f" {ae_wall:.1f} s wall with {args.jobs} worker(s)"
-        )
-    else:
-        why = "--no-autoencoder" if args.no_autoencoder else "torch is not installed"
-        print(f"autoencoder rows skipped ({why}; pip install 'karkhana[deep]')")
+    picked = sorted({pipe.label() for pipe in file_choice})
+    print(f"  leave one file out chose: {'; '.join(picked)}")
+    print(f"  ceiling: {ceiling.label()} (chosen on the scored rows: not an estimate)")
     print("published (SKAB README, same protocol):")
     for name, f1, far, mar in PUBLISHED:
         print(f"  {name:<30} {f1:>5.2f} {far:>7.2f} {mar:>7.2f}")
-    met = final.f1() >= 0.80 and final.far() <= FAR_LIMIT
+    met = by_group.f1() >= 0.80 and by_group.far() <= FAR_LIMIT
     print(
         f"target F1 >= 0.80 with FAR <= 15 % (leave one group out): {'met' if met else 'NOT met'}"
-        f" (F1 {final.f1():.3f}, FAR {final.far():.2f} %)"
+        f" (F1 {by_group.f1():.3f}, FAR {by_group.far():.2f} %)"
     )
     print(f"load average: {os.getloadavg()[0]:.1f}")
 
