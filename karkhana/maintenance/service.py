@@ -660,16 +660,15 @@ class MaintenanceService:
                 _wo_row(wo)[1:],
             )
             made = replace(wo, id=int(cur.lastrowid or 0))
-            if actor is not None and self.audit is not None:
-                self.audit.append(
-                    conn,
-                    actor,
-                    "work_order.create",
-                    f"work_order:{made.id}",
-                    after=work_order_dict(made),
-                    source=source_address,
-                    ts_ms=now,
-                )
+            self._audit(
+                conn,
+                actor,
+                "work_order.create",
+                f"work_order:{made.id}",
+                after=work_order_dict(made),
+                source=source_address,
+                ts_ms=now,
+            )
             return made
 
         made = await self.db.execute_write_fn(insert)
@@ -822,17 +821,16 @@ class MaintenanceService:
                     "UPDATE maintenance_schedules SET last_done_ms = ? WHERE id = ?",
                     (now, new.schedule_id),
                 )
-            if actor is not None and self.audit is not None:
-                self.audit.append(
-                    conn,
-                    actor,
-                    "work_order.update",
-                    f"work_order:{order_id}",
-                    before=work_order_dict(old),
-                    after=work_order_dict(new),
-                    source=source_address,
-                    ts_ms=now,
-                )
+            self._audit(
+                conn,
+                actor,
+                "work_order.update",
+                f"work_order:{order_id}",
+                before=work_order_dict(old),
+                after=work_order_dict(new),
+                source=source_address,
+                ts_ms=now,
+            )
             return new
 
         updated = await self.db.execute_write_fn(update)
@@ -845,6 +843,25 @@ class MaintenanceService:
         ):
             await self._stamp_meter(updated.schedule_id)
         return updated
+
+    def _audit(
+        self,
+        conn: sqlite3.Connection,
+        actor: str | None,
+        action: str,
+        target: str,
+        *,
+        source: str | None,
+        ts_ms: int,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """An audit event in the caller's write transaction, when a person or token acted and the
+        audit log is on (the monitoring loop's own work orders have no actor)."""
+        if actor is not None and self.audit is not None:
+            self.audit.append(
+                conn, actor, action, target, before=before, after=after, source=source, ts_ms=ts_ms
+            )
 
     async def delete_work_order(
         self,
@@ -864,16 +881,15 @@ class MaintenanceService:
             if row is None:
                 raise NotFound(f"no work order {order_id} on {machine_id}")
             conn.execute("DELETE FROM work_orders WHERE id = ?", (order_id,))
-            if actor is not None and self.audit is not None:
-                self.audit.append(
-                    conn,
-                    actor,
-                    "work_order.delete",
-                    f"work_order:{order_id}",
-                    before=work_order_dict(_work_order(row)),
-                    source=source_address,
-                    ts_ms=now,
-                )
+            self._audit(
+                conn,
+                actor,
+                "work_order.delete",
+                f"work_order:{order_id}",
+                before=work_order_dict(_work_order(row)),
+                source=source_address,
+                ts_ms=now,
+            )
 
         await self.db.execute_write_fn(delete)
 
@@ -938,16 +954,15 @@ class MaintenanceService:
                 _schedule_row(draft)[1:],
             )
             made = replace(draft, id=int(cur.lastrowid or 0))
-            if actor is not None and self.audit is not None:
-                self.audit.append(
-                    conn,
-                    actor,
-                    "schedule.create",
-                    f"schedule:{made.id}",
-                    after=schedule_dict(made),
-                    source=source_address,
-                    ts_ms=now,
-                )
+            self._audit(
+                conn,
+                actor,
+                "schedule.create",
+                f"schedule:{made.id}",
+                after=schedule_dict(made),
+                source=source_address,
+                ts_ms=now,
+            )
             return made
 
         return await self.db.execute_write_fn(insert)
@@ -1009,17 +1024,16 @@ class MaintenanceService:
                 " WHERE id = ?",
                 (new.last_done_ms, new.last_done_meter, schedule_id),
             )
-            if actor is not None and self.audit is not None:
-                self.audit.append(
-                    conn,
-                    actor,
-                    "schedule.done",
-                    f"schedule:{schedule_id}",
-                    before=schedule_dict(old),
-                    after=schedule_dict(new),
-                    source=source_address,
-                    ts_ms=now,
-                )
+            self._audit(
+                conn,
+                actor,
+                "schedule.done",
+                f"schedule:{schedule_id}",
+                before=schedule_dict(old),
+                after=schedule_dict(new),
+                source=source_address,
+                ts_ms=now,
+            )
 
         await self.db.execute_write_fn(update)
         return new
@@ -1049,16 +1063,15 @@ class MaintenanceService:
 
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM maintenance_schedules WHERE id = ?", (schedule_id,))
-            if actor is not None and self.audit is not None:
-                self.audit.append(
-                    conn,
-                    actor,
-                    "schedule.delete",
-                    f"schedule:{schedule_id}",
-                    before=schedule_dict(old),
-                    source=source_address,
-                    ts_ms=now,
-                )
+            self._audit(
+                conn,
+                actor,
+                "schedule.delete",
+                f"schedule:{schedule_id}",
+                before=schedule_dict(old),
+                source=source_address,
+                ts_ms=now,
+            )
 
         await self.db.execute_write_fn(delete)
 
