@@ -118,6 +118,15 @@ async def test_schedules(admin: httpx.AsyncClient, mill: dict[str, str]) -> None
     assert (await admin.get(f"{BASE}/schedules/due")).json() == []
     assert (await admin.delete(f"{url}/{sid}")).status_code == 204
     assert (await admin.get(url)).json() == []
+    events = (await admin.get("/api/v1/audit", params={"limit": 100})).json()
+    rows = events["events"] if isinstance(events, dict) else events
+    mine = [e for e in rows if e["action"].startswith("schedule.")]
+    assert sorted(e["action"] for e in mine) == [
+        "schedule.create",
+        "schedule.delete",
+        "schedule.done",
+    ]  # the refused schedules left no trace
+    assert all(e["actor"] == "admin" and e["target"] == f"schedule:{sid}" for e in mine)
 
 
 async def test_health_of_a_machine(admin: httpx.AsyncClient, mill: dict[str, str]) -> None:
