@@ -35,6 +35,7 @@ from karkhana.maintenance.service import (
     LEARN_MS,
     feature_signals,
     operating_state,
+    warm_up_ms,
 )
 from karkhana.sim.profiles import build_plant
 
@@ -79,6 +80,7 @@ def run_seed(profile: str, seed: int, days: float, step_s: float) -> dict[str, o
                     MahalanobisDetector(features, seed=seed),
                     learn_ms=LEARN_MS,
                     tracker=HealthTracker(tau_ms=HEALTH_TAU_MS, confirm_ms=CONFIRM_MS),
+                    warm_up_ms=warm_up_ms(template),
                 ),
             )
     step_ms = int(step_s * 1000)

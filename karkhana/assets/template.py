@@ -33,9 +33,12 @@ _TOP_FIELDS = {
     "description",
     "ideal_cycle_time_s",
     "count_key",
+    "warm_up_min",
     "signals",
     "state_rules",
 }
+MAX_WARM_UP_MIN = 240.0
+"""Condition monitoring waits at most 4 hours after a stop in any case."""
 _SIGNAL_FIELDS = {"key", "name", "unit", "kind", "description", "min", "max", "values"}
 _RULE_FIELDS = {"state", "when"}
 _CONDITION_FIELDS = {"signal", "op", "value"}
@@ -84,6 +87,10 @@ class MachineTemplate:
     state_rules: tuple[StateRule, ...]
     count_key: str | None = None
     """The counter that counts good output (parts, picks, strokes), for OEE."""
+    warm_up_min: float | None = None
+    """Minutes the machine needs after a long stop to be back at its running temperatures (a
+    barrel's or a mould's heating time); condition monitoring does not judge it sooner after a
+    stop at least as long. None: up to 20 minutes, or until its signals are steady."""
 
     def signal(self, key: str) -> SignalSpec:
         for spec in self.signals:
@@ -141,6 +148,7 @@ class _Parser(FieldReader):
             ideal_cycle_time_s=self.positive(doc, "ideal_cycle_time_s"),
             state_rules=rules,
             count_key=count_key,
+            warm_up_min=self.warm_up(doc),
         )
 
     def signal(self, item: object, where: str) -> SignalSpec:
@@ -229,6 +237,12 @@ class _Parser(FieldReader):
                 f"{where}.value", f"{op} {value!r} does not fit {spec.kind} signal {key!r}"
             )
         return Condition(signal=key, op=cast(Operator, op), value=cast(Value, value))
+
+    def warm_up(self, doc: Mapping[str, Any]) -> float | None:
+        value = self.positive(doc, "warm_up_min")
+        if value is not None and value > MAX_WARM_UP_MIN:
+            raise self.fail("warm_up_min", f"at most {MAX_WARM_UP_MIN:g} minutes")
+        return value
 
     def positive(self, item: Mapping[str, Any], name: str) -> float | None:
         value = self.number(item, name, name)

@@ -169,7 +169,8 @@ class ConditionMonitor:
     skipped until every signal is back near its level before the stop or has stopped moving (a
     fast and a slow EWMA of it, time constants ``fast_ms`` and ``slow_ms``, agree), within two
     of the signal's learned spreads; for at least as long as the machine stood still (up to
-    ``slow_ms``) and at most ``settle_ms``. A fault that grows while the machine runs is back
+    ``slow_ms``, or up to ``warm_up_ms`` for a machine with a known warm-up time, such as a
+    moulding machine's barrel) and at most ``settle_ms``. A fault that grows while the machine runs is back
     near its level before a short stop at once, so it is not hidden.
     """
 
@@ -185,6 +186,7 @@ class ConditionMonitor:
         fast_ms: int = 5 * 60_000,
         slow_ms: int = 20 * 60_000,
         settle_after_ms: int = 10 * 60_000,
+        warm_up_ms: int | None = None,
     ) -> None:
         self.detector = detector
         self.learn_ms = learn_ms
@@ -196,6 +198,7 @@ class ConditionMonitor:
         self.fast_ms = fast_ms
         self.slow_ms = slow_ms
         self.settle_after_ms = settle_after_ms
+        self.warm_up_ms = warm_up_ms
         self.explanation: dict[str, float] = {}
         self._settle_start: int | None = None
         self._settle_min = 0
@@ -212,7 +215,8 @@ class ConditionMonitor:
         return self._settle_start is not None
 
     def _start_settling(self, ts: int, stopped_ms: int) -> None:
-        self._settle_min = max(self._settle_min, ts + min(stopped_ms, self.slow_ms))
+        least = max(self.slow_ms, self.warm_up_ms or 0)
+        self._settle_min = max(self._settle_min, ts + min(stopped_ms, least, self.settle_ms))
         self._spread = self.detector.spread()
         if self._settle_start is None:
             # the running level just before the stop, of the signals that were steady then

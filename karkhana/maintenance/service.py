@@ -108,6 +108,11 @@ def feature_signals(template: MachineTemplate, machine: Machine) -> tuple[str, .
     return tuple(s.key for s in template.signals if s.kind == "number" and s.key in bound)
 
 
+def warm_up_ms(template: MachineTemplate) -> int | None:
+    """The template's warm-up time after a long stop, for ``ConditionMonitor``."""
+    return None if template.warm_up_min is None else round(template.warm_up_min * MINUTE_MS)
+
+
 def align(
     series: Mapping[str, Sequence[Point]],
     current: dict[str, tuple[int, Value]],
@@ -257,7 +262,7 @@ class MaintenanceService:
             features = feature_signals(template, machine)
             if not features:
                 return None
-            watch = await self._watch(machine, features)
+            watch = await self._watch(machine, features, warm_up_ms(template))
             conditions = {c.signal for rule in template.state_rules for c in rule.when}
             wanted = [s for s in machine.signals if s.name in set(features) | conditions]
             series = {
@@ -383,9 +388,12 @@ class MaintenanceService:
             source_address=source_address,
         )
 
-    async def _watch(self, machine: Machine, features: tuple[str, ...]) -> _Watch:
+    async def _watch(
+        self, machine: Machine, features: tuple[str, ...], warm_up: int | None
+    ) -> _Watch:
         watch = self._watches.get(machine.id)
         if watch is not None and watch.monitor.detector.signals == features:
+            watch.monitor.warm_up_ms = warm_up  # the template may have changed
             return watch
         device = next(s.device_id for s in machine.signals if s.name == features[0])
         row = await self.db.execute_read_fn(
@@ -408,7 +416,11 @@ class MaintenanceService:
             else:
                 if detector.signals == features:
                     monitor = ConditionMonitor(
-                        detector, learn_ms=self.learn_ms, tracker=tracker, first_ts=row[1]
+                        detector,
+                        learn_ms=self.learn_ms,
+                        tracker=tracker,
+                        first_ts=row[1],
+                        warm_up_ms=warm_up,
                     )
                     monitor.last_ts = row[2]
                     tracker.ewma.value, tracker.ewma.last_ts = row[3], row[2]
@@ -417,7 +429,10 @@ class MaintenanceService:
                     tracker.alarm = bool(latest.get(ALARM_KEY))
         if monitor is None:
             monitor = ConditionMonitor(
-                self.make_detector(features), learn_ms=self.learn_ms, tracker=tracker
+                self.make_detector(features),
+                learn_ms=self.learn_ms,
+                tracker=tracker,
+                warm_up_ms=warm_up,
             )
         watch = _Watch(
             machine.id,

@@ -102,6 +102,7 @@ category = "test"
 description = "A machine for tests."
 ideal_cycle_time_s = 2.0
 count_key = "parts"
+warm_up_min = 45
 
 [[signals]]
 key = "state"
@@ -165,6 +166,7 @@ def test_a_valid_template_is_read_in_full(tmp_path: Path) -> None:
     template = load_template(write(tmp_path, VALID.format(id="test_machine")))
     assert template.ideal_cycle_time_s == 2.0
     assert template.count_key == "parts"
+    assert template.warm_up_min == 45.0
     speed = template.signal("speed")
     assert (speed.unit, speed.kind, speed.min, speed.max) == ("1/min", "number", 0.0, 100.0)
     assert template.signal("state").values == ("running", "stopped")
@@ -215,6 +217,9 @@ BAD = [
     ('state = "stopped"', 'state = "halted"', "state_rules[1].state: unknown state 'halted'"),
     ('count_key = "parts"', 'count_key = "speed"', "count_key: 'speed' is not a counter"),
     ("ideal_cycle_time_s = 2.0", "ideal_cycle_time_s = -1", "ideal_cycle_time_s: must be positive"),
+    ("warm_up_min = 45", "warm_up_min = 0", "warm_up_min: must be positive"),
+    ("warm_up_min = 45", "warm_up_min = 300", "warm_up_min: at most 240 minutes"),
+    ("warm_up_min = 45", 'warm_up_min = "long"', "warm_up_min: expected a number"),
     ("min = 0\nmax = 100", "min = 100\nmax = 0", "signals[2].min: min 100.0 is above max 0.0"),
     ('name = "Parts"\n', 'name = "Parts"\nvalues = ["a"]\n', "signals[1].values: only string"),
     (

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from karkhana.maintenance.detector import PCADetector
+from karkhana.maintenance.detector import MahalanobisDetector, PCADetector
 from karkhana.maintenance.health import (
     DAY_MS,
     ConditionMonitor,
@@ -121,6 +121,40 @@ def test_after_a_stop_the_machine_settles_before_it_is_scored() -> None:
         update = monitor.update(ts, {"a": rng.normal(5, 0.2), "b": b}, running=True)
         ts += 10_000
     assert update is not None and update.index < 50
+
+
+def _barrel_after_a_stop(warm_up_ms: int | None) -> tuple[float | None, bool]:
+    """A moulding machine stands for two hours with its heaters off; they come on 20 minutes
+    before it runs again, and the barrel heats back to 230 °C with a time constant of 25
+    minutes. Returns the barrel temperature when the machine is first judged, and whether an
+    alarm came of the warm-up."""
+    rng = np.random.default_rng(3)
+    monitor = ConditionMonitor(MahalanobisDetector(), learn_ms=HOUR_MS, warm_up_ms=warm_up_ms)
+    ts = 0
+    while monitor.learning or ts < 2 * HOUR_MS:
+        row = {"pressure": rng.normal(70, 3), "barrel": rng.normal(230, 0.3)}
+        monitor.update(ts, row, running=True)
+        ts += 30_000
+    for _ in range(2 * 120):
+        monitor.update(ts, {"pressure": 0.0, "barrel": 60.0}, running=False)
+        ts += 30_000
+    first = None
+    for i in range(5 * 120):
+        barrel = 230.0 - 170.0 * math.exp(-i * 30_000 / (25 * 60_000)) + rng.normal(0, 0.3)
+        running = i >= 40
+        row = {"pressure": rng.normal(70, 3) if running else 0.0, "barrel": barrel}
+        if monitor.update(ts, row, running=running) is not None and first is None:
+            first = barrel
+        ts += 30_000
+    return first, monitor.tracker.alarm
+
+
+def test_a_machine_with_a_warm_up_time_is_not_judged_while_it_heats() -> None:
+    first, alarm = _barrel_after_a_stop(90 * 60_000)
+    assert first is not None and first > 225.0 and not alarm
+    # without it, the barrel's fast and slow averages agree while it still heats
+    first, _ = _barrel_after_a_stop(None)
+    assert first is not None and first < 225.0
 
 
 def test_the_alarm_needs_an_hour_low_while_judged() -> None:
