@@ -88,6 +88,8 @@ async def get_template(template_id: str, rt: RuntimeDep, user: CurrentUser) -> d
         "category": t.category,
         "description": t.description,
         "ideal_cycle_time_s": t.ideal_cycle_time_s,
+        "count_key": t.count_key,
+        "warm_up_min": t.warm_up_min,
         "signals": [
             {
                 "key": s.key,

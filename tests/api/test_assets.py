@@ -27,6 +27,9 @@ async def test_templates_are_listed(admin: httpx.AsyncClient) -> None:
     loom = (await admin.get("/api/v1/templates/power_loom")).json()
     keys = {s["key"]: s for s in loom["signals"]}
     assert keys["bearing_temp_c"]["unit"]
+    assert loom["warm_up_min"] is None and loom["count_key"] == "pick_count"
+    moulding = (await admin.get("/api/v1/templates/injection_moulding_machine")).json()
+    assert moulding["warm_up_min"] == 90.0
     assert (await admin.get("/api/v1/templates/nope")).status_code == 404
 
 
