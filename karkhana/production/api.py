@@ -55,6 +55,8 @@ def _site_for(service: ProductionService, user: User, site_id: str | None) -> Si
             raise Forbidden("this belongs to a site you do not have access to")
         return service.site(site_id)
     candidates = sorted(s for s in service.sites if sites is None or s in sites)
+    if not candidates:
+        raise NotFound("no site yet: create a site and its machines first")
     if len(candidates) != 1:
         raise InvalidPayload("site_id: required when there is more than one site")
     return service.site(candidates[0])
@@ -312,8 +314,11 @@ async def _report(
     await service.look_up(("site", site_id))
     site = _site_for(service, user, site_id)
     when = _day(day, rt, site)
-    report = await service.report(site, kind, when, shift if kind == "shift" else None)
-    name = f"{site.id}-{when.isoformat()}-{kind}{'-' + shift if shift and kind == 'shift' else ''}"
+    shift = shift if kind == "shift" else None
+    report = await service.report(site, kind, when, shift)
+    start, _, _ = service.report_range(site, kind, when, shift)
+    named = local_date(start, site.tz) if kind == "shift" else when  # the day the shift began
+    name = f"{site.id}-{named.isoformat()}-{kind}{'-' + shift if shift else ''}"
     headers = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}
     if fmt == "csv":
         return Response(render_csv(report), media_type="text/csv; charset=utf-8", headers=headers)

@@ -876,7 +876,8 @@ class ProductionService:
     # -- reading -----------------------------------------------------------------------------
     async def look_up(self, *ids: tuple[str, str | None]) -> None:
         """Refresh from the asset model when a request names a machine, line or site this
-        service has not seen yet (created in the last seconds)."""
+        service has not seen yet (created in the last seconds), or wants the only site (None)
+        while it knows of none yet (just after the server started)."""
         known = {
             "machine": self.machines.keys(),
             "line": {m.line_id for m in self.machines.values()},
@@ -884,7 +885,8 @@ class ProductionService:
         }
         now = time.monotonic()
         if now - self._looked_up >= LOOK_UP_S and any(
-            value and value not in known[kind] for kind, value in ids
+            (value and value not in known[kind]) or (kind == "site" and not known["site"])
+            for kind, value in ids
         ):
             self._looked_up = now
             await self.refresh()
@@ -1226,6 +1228,11 @@ class ProductionService:
         if shift_id is None:
             now = self.clock.now_ms()
             begun = [w for w in self.shifts_on(site, day) if w.start_ms <= now]
+            if not begun and day == local_date(now, site.tz):
+                # after midnight, before today's first shift: the shift begun last (a night
+                # shift is named for the day it started)
+                yesterday = day - timedelta(days=1)
+                begun = [w for w in self.shifts_on(site, yesterday) if w.start_ms <= now]
             if not begun:
                 raise NotFound(f"no shift of {day.isoformat()} has begun")
             window = begun[-1]
@@ -1239,7 +1246,7 @@ class ProductionService:
         return (
             window.start_ms,
             window.end_ms,
-            f"Shift report {day.isoformat()} shift {window.id} ({window.name})",
+            f"Shift report {window.day} shift {window.id} ({window.name})",
         )
 
     async def report(self, site: SiteInfo, kind: str, day: date, shift_id: str | None) -> Report:

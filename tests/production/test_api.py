@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,9 +11,20 @@ import pytest
 from karkhana.api.app import create_app, route_table
 from karkhana.core.clock import FakeClock
 from karkhana.core.model import Sample
+from karkhana.production import service as production_service
 from karkhana.runtime import Runtime
 from karkhana.security.policy import POLICIES, Role
-from tests.production.support import FAULT, MICRO, NOW, OUTAGE, SHIFT_A, day_samples, settle
+from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.production.support import (
+    FAULT,
+    MICRO,
+    NOW,
+    OUTAGE,
+    SHIFT_A,
+    day_samples,
+    pkt,
+    settle,
+)
 
 pytestmark = pytest.mark.anyio
 PASSWORD = "production-password-1"
@@ -240,6 +252,53 @@ async def test_reports_download(api: httpx.AsyncClient) -> None:
     assert pdf.headers["content-type"] == "application/pdf"
     daily = await api.get("/api/v1/production/reports/daily.csv", params={"site_id": "mill"})
     assert daily.text.startswith("Daily report 2026-06-03")
+
+
+async def test_the_shift_report_just_after_midnight_is_the_night_shift(
+    api: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """At 00:30 no shift of the new day has begun: the report page's default (today, no shift)
+    gives the night shift still running, under the day it began."""
+    clock.set(pkt(2026, 6, 4, 0, 30))
+    r = await api.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )  # the morning's session has expired
+    api.headers["Authorization"] = f"Bearer {r.json()['token']}"
+    for params in ({"site_id": "mill"}, {"site_id": "mill", "date": "2026-06-04"}):
+        r = await api.get("/api/v1/production/reports/shift.csv", params=params)
+        assert r.status_code == 200, r.text
+        assert r.text.splitlines()[0] == "Shift report 2026-06-03 shift C (Night)"
+        assert 'filename="mill-2026-06-03-shift.csv"' in r.headers["content-disposition"]
+    # a day whose shifts are all to come has no report yet
+    r = await api.get(
+        "/api/v1/production/reports/shift.csv", params={"site_id": "mill", "date": "2026-06-05"}
+    )
+    assert r.status_code == 404
+
+
+async def test_a_plant_with_no_site_yet_and_a_site_made_a_moment_ago(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(production_service, "LOOK_UP_S", 0.0)  # no throttle between requests
+    rt = Runtime(make_settings(tmp_path), clock)
+    await rt.start(mqtt=False)
+    try:
+        transport = httpx.ASGITransport(app=create_app(rt))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+            r = await api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            api.headers["Authorization"] = f"Bearer {r.json()['token']}"
+            r = await api.get("/api/v1/production/reports/daily.csv")
+            assert r.status_code == 404 and "no site yet" in r.json()["detail"]
+            # a site made just now is found without naming it, before the next refresh
+            assert (
+                await api.post("/api/v1/sites", json={"id": "mill", "name": "Mill"})
+            ).status_code == 201
+            r = await api.get("/api/v1/production/reports/daily.csv")
+            assert r.status_code == 200 and r.text.startswith("Daily report")
+    finally:
+        await rt.stop()
 
 
 async def test_rebuild_is_for_engineers_and_audited(api: httpx.AsyncClient, mill: Runtime) -> None:
