@@ -66,6 +66,10 @@ class HealthOut(BaseModel):
     signals: list[str]
     run_hours: float | None
     rul: dict[str, Any] | None = Field(description="remaining useful life, when a model exists")
+    settling: bool = Field(
+        description="back from a stop and not judged until its signals are at their running "
+        "level again (warming up); the index is the one from before the stop"
+    )
 
 
 def _health_out(h: HealthStatus) -> HealthOut:
@@ -83,6 +87,7 @@ def _health_out(h: HealthStatus) -> HealthOut:
         signals=list(h.signals),
         run_hours=h.run_hours,
         rul=h.rul,
+        settling=h.settling,
     )
 
 

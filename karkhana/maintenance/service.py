@@ -188,6 +188,9 @@ class HealthStatus:
     signals: tuple[str, ...]
     run_hours: float | None
     rul: dict[str, Any] | None = None
+    settling: bool = False
+    """Back from a stop and not judged until its signals are at their running level again
+    (a bearing or a barrel warming up); the index is the one from before the stop."""
 
 
 class MaintenanceService:
@@ -556,6 +559,7 @@ class MaintenanceService:
             stored_alarm = bool(ALARM_KEY in latest and latest[ALARM_KEY].value)
         alarm = device is not None and stored_alarm
         progress = 0.0
+        settling = False
         contributions: tuple[Contribution, ...] = ()
         if watch is not None:
             m = watch.monitor
@@ -569,6 +573,7 @@ class MaintenanceService:
                 for k, v in sorted(m.explanation.items(), key=lambda kv: -kv[1])
             )
             learning = m.learning
+            settling = m.settling
         else:
             learning = index is None
         if not features:
@@ -593,6 +598,7 @@ class MaintenanceService:
             signals=features,
             run_hours=run_hours,
             rul=rul,
+            settling=settling,
         )
 
     async def alarms(self) -> list[HealthStatus]:

@@ -136,6 +136,16 @@ async def test_a_stopped_loom_is_not_an_anomaly(
     await service.update_machine("L1")
     health = await service.health("L1")
     assert health.status == "ok" and health.index is not None and health.index > 85
+    assert not health.settling
+    # running again after an hour's stop: not judged until it is back (at least 20 minutes)
+    back = T0 + (1440 + 360) * STEP
+    await runtime.store.write(loom_rows(back, 20, seed=7))
+    await service.update_machine("L1")
+    health = await service.health("L1")
+    assert health.settling and health.status == "ok"
+    await runtime.store.write(loom_rows(back + 20 * STEP, 240, seed=8))
+    await service.update_machine("L1")
+    assert not (await service.health("L1")).settling
 
 
 async def test_the_model_survives_a_restart(runtime: Runtime, service: MaintenanceService) -> None:
