@@ -152,7 +152,7 @@ async function machinePage(el, id, ctx) {
     const rul = h.rul && typeof h.rul.rul === "number" ? (h.rul.beyond_cap ? `&gt; ${num(h.rul.horizon, 0)}` : num(h.rul.rul, 0)) + (h.rul.unit ? ` <small>${esc(h.rul.unit)}</small>` : "") : "–";
     el.querySelector("#mnt-kpis").innerHTML = [
       box(indexText(h), t("mnt.index"), `id="kpi-health" class="kpi hb-${esc(band(h))}" data-status="${esc(h.status)}"`),
-      box(esc(statusName(h.alarm ? "alarm" : h.status)) + (h.settling ? `<small id="settling">${esc(t("mnt.settling"))}</small>` : ""), t("mnt.state")),
+      box(esc(statusName(h.alarm ? "alarm" : h.status)) + (h.settling ? `<small class="settling">${esc(t("mnt.settling"))}</small>` : ""), t("mnt.state")),
       box(h.trend_per_day === null ? "–" : esc(t("mnt.per_day", { n: num(h.trend_per_day, 1) })), t("mnt.trend")),
       box(h.days_to_alarm === null ? "–" : num(h.days_to_alarm, 1), t("mnt.days_to_alarm")),
       box(num(h.run_hours, 1), t("mnt.run_hours")),
