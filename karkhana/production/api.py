@@ -315,8 +315,8 @@ async def _report(
     site = _site_for(service, user, site_id)
     when = _day(day, rt, site)
     shift = shift if kind == "shift" else None
-    report = await service.report(site, kind, when, shift)
-    start, _, _ = service.report_range(site, kind, when, shift)
+    start, end, title = service.report_range(site, kind, when, shift)
+    report = await service.report_between(site, start, end, title)
     named = local_date(start, site.tz) if kind == "shift" else when  # the day the shift began
     name = f"{site.id}-{named.isoformat()}-{kind}{'-' + shift if shift else ''}"
     headers = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}

@@ -1250,7 +1250,10 @@ class ProductionService:
         )
 
     async def report(self, site: SiteInfo, kind: str, day: date, shift_id: str | None) -> Report:
-        start, end, title = self.report_range(site, kind, day, shift_id)
+        return await self.report_between(site, *self.report_range(site, kind, day, shift_id))
+
+    async def report_between(self, site: SiteInfo, start: int, end: int, title: str) -> Report:
+        """The report of ``[start, end)`` (a range from ``report_range``), up to now."""
         end_now = min(end, max(start + 1, self.clock.now_ms()))
         machines = self.production_machines(frozenset({site.id}))
         results = await self.oee_of(machines, start, end_now)
