@@ -170,8 +170,8 @@ class ConditionMonitor:
     fast and a slow EWMA of it, time constants ``fast_ms`` and ``slow_ms``, agree), within two
     of the signal's learned spreads; for at least as long as the machine stood still (up to
     ``slow_ms``, or up to ``warm_up_ms`` for a machine with a known warm-up time, such as a
-    moulding machine's barrel) and at most ``settle_ms``. A fault that grows while the machine runs is back
-    near its level before a short stop at once, so it is not hidden.
+    moulding machine's barrel) and at most ``settle_ms``. A fault that grows while the machine
+    runs is back near its level before a short stop at once, so it is not hidden.
     """
 
     def __init__(
